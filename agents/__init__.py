@@ -1,0 +1,1 @@
+"""One module per pipeline; each reads top to bottom as decode -> window/rules -> sink."""

@@ -1,0 +1,1 @@
+"""Weir: the Faust application, its settings, models, CLI and web pages."""

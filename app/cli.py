@@ -1,0 +1,118 @@
+"""The `weir` command: Faust's own CLI (`weir worker -l info`) plus Weir's commands.
+
+    weir broker start|stop|status|wipe   the local Kafka broker (KRaft, 127.0.0.1)
+    weir topics                          create the project's topics
+    weir generate orders ...             produce orders with disorder and late events
+    weir watch                           print window results and late events as they come
+    weir settings                        every setting as a Markdown table
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from tables.errors import WeirError
+
+
+def _register_commands(app, conf) -> None:
+    import asyncio
+
+    import orjson
+    from aiokafka import AIOKafkaConsumer
+    from faust.cli import argument, option
+
+    from app import broker as local_broker
+    from app.generator import OrderStream, produce
+    from app.settings import markdown_table
+    from app.topics import provision
+
+    home = Path(conf.home)
+
+    @app.command(argument("action", type=str, required=True))
+    async def broker(self, action: str) -> None:
+        """Start, stop, show or wipe the local broker (start|stop|status|wipe)."""
+        if action == "start":
+            if not conf.uses_local_broker:
+                self.say(f"KAFKA_BOOTSTRAP_SERVERS={conf.bootstrap_servers}: using it, starting nothing")
+                return
+            local_broker.ensure_jars(home, progress=self.say)
+            pid = local_broker.start(home, conf.broker_port, conf.broker_controller_port)
+            self.say(f"broker running on 127.0.0.1:{conf.broker_port} (pid {pid})")
+        elif action == "stop":
+            self.say("stopped" if local_broker.stop(home) else "not running")
+        elif action == "status":
+            self.say(orjson.dumps(local_broker.status(home, conf.broker_port), default=str).decode())
+        elif action == "wipe":
+            local_broker.wipe(home)
+            self.say(f"broker data under {home} removed")
+        else:
+            raise WeirError(f"unknown broker action {action!r}: use start, stop, status or wipe")
+
+    @app.command()
+    async def topics(self) -> None:
+        """Create the project's topics (idempotent)."""
+        created = await provision(conf)
+        self.say(f"created: {', '.join(created) or 'nothing, all exist'}")
+
+    @app.command(
+        argument("kind", type=str, required=True),
+        option("--rate", type=float, default=1000.0, help="events/s, 0 = as fast as possible"),
+        option("--count", type=int, default=100_000, help="events to send"),
+        option("--disorder-ms", type=int, default=5_000, help="max shift back in event time"),
+        option("--late-fraction", type=float, default=0.01, help="share of late events"),
+        option("--malformed-fraction", type=float, default=0.001, help="share of broken payloads"),
+        option("--seed", type=int, default=1, help="random seed"),
+        option("--start-ms", type=int, default=0, help="event time of the first event (0: now)"),
+        option("--step-ms", type=int, default=0, help="event-time step per event (0: 1000/rate)"),
+    )
+    async def generate(self, kind: str, rate: float, count: int, disorder_ms: int,
+                       late_fraction: float, malformed_fraction: float, seed: int,
+                       start_ms: int, step_ms: int) -> None:
+        """Produce generated events (kind: orders)."""
+        if kind != "orders":
+            raise WeirError(f"unknown kind {kind!r}: only 'orders' for now")
+        import time
+
+        step = step_ms or (max(1, int(1000 / rate)) if rate > 0 else 10)
+        stream = OrderStream(count=count, seed=seed, start_ms=start_ms or int(time.time() * 1000),
+                             step_ms=step, disorder_ms=disorder_ms, late_fraction=late_fraction,
+                             malformed_fraction=malformed_fraction)
+        await provision(conf)
+        sent = await produce(conf.kafka_servers, conf.orders_topic, stream, rate=rate)
+        self.say(f"sent {sent} orders to {conf.orders_topic}")
+
+    @app.command(option("--max-seconds", type=float, default=0.0, help="stop after this long (0: never)"))
+    async def watch(self, max_seconds: float) -> None:
+        """Print closed windows, late events and dead letters as they arrive."""
+        wanted = [conf.order_metrics_topic, conf.late_events_topic, conf.dead_letters_topic]
+        consumer = AIOKafkaConsumer(*wanted, bootstrap_servers=conf.kafka_servers,
+                                    isolation_level="read_committed", auto_offset_reset="latest")
+        await consumer.start()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max_seconds if max_seconds else None
+        try:
+            while deadline is None or loop.time() < deadline:
+                batches = await consumer.getmany(timeout_ms=500)
+                for tp, records in batches.items():
+                    for record in records:
+                        self.say(f"{tp.topic:<14} {record.value.decode(errors='replace')[:300]}")
+        finally:
+            await consumer.stop()
+
+    @app.command()
+    async def settings(self) -> None:
+        """Print every setting: environment variable, default, meaning."""
+        self.say(markdown_table())
+
+
+def main() -> None:
+    """Console entry point; bad settings stop here with the setting's name."""
+    try:
+        from app.faust_app import app, settings
+
+        _register_commands(app, settings)
+        app.main()
+    except WeirError as exc:
+        print(f"weir: error: {exc}", file=sys.stderr)
+        sys.exit(2)

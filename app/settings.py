@@ -1,0 +1,178 @@
+"""Every Weir setting in one place: its environment variable, default and meaning.
+
+`Settings.from_env()` reads them once at start-up; a bad value raises
+`ConfigError` naming the variable, so a worker never starts half-configured.
+`weir settings` prints this table as Markdown for the README.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from typing import Any, Callable, Dict, Mapping, Optional
+
+from tables.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Spec:
+    env: str
+    default: str
+    parse: Callable[[str], Any]
+    doc: str
+
+
+def _int(low: Optional[int] = None, high: Optional[int] = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text.strip())
+        if low is not None and value < low:
+            raise ValueError(f"must be >= {low}")
+        if high is not None and value > high:
+            raise ValueError(f"must be <= {high}")
+        return value
+
+    return parse
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return text
+
+    return parse
+
+
+def _text(text: str) -> str:
+    return text.strip()
+
+
+SPECS: Dict[str, Spec] = {
+    "bootstrap_servers": Spec(
+        "KAFKA_BOOTSTRAP_SERVERS", "", _text,
+        "Kafka bootstrap servers, comma separated. Empty: use the project's local "
+        "broker on 127.0.0.1:WEIR_BROKER_PORT (started by `weir broker start`).",
+    ),
+    "broker_port": Spec("WEIR_BROKER_PORT", "9092", _int(1, 65535), "Port of the local broker."),
+    "broker_controller_port": Spec(
+        "WEIR_BROKER_CONTROLLER_PORT", "9093", _int(1, 65535),
+        "KRaft controller port of the local broker.",
+    ),
+    "home": Spec(
+        "WEIR_HOME", ".weir", _text,
+        "Folder for the local broker's jars, data and logs.",
+    ),
+    "data_dir": Spec(
+        "WEIR_DATA_DIR", ".weir/worker", _text,
+        "Worker data dir: RocksDB state of its tables (recoverable from changelogs).",
+    ),
+    "app_id": Spec(
+        "WEIR_APP_ID", "weir", _text,
+        "Faust app id: consumer group, and prefix of changelog topics.",
+    ),
+    "input_partitions": Spec(
+        "WEIR_INPUT_PARTITIONS", "8", _int(1),
+        "Partitions of input, output and changelog topics the project creates.",
+    ),
+    "replication_factor": Spec(
+        "WEIR_REPLICATION_FACTOR", "1", _int(1),
+        "Replication factor of the topics the project creates.",
+    ),
+    "orders_topic": Spec("WEIR_TOPIC_ORDERS", "orders", _text, "Input topic of orders."),
+    "order_metrics_topic": Spec(
+        "WEIR_TOPIC_ORDER_METRICS", "order-metrics", _text,
+        "Output topic: one record per closed order window.",
+    ),
+    "late_events_topic": Spec(
+        "WEIR_TOPIC_LATE_EVENTS", "late-events", _text,
+        "Side output: events that arrived after their window closed.",
+    ),
+    "dead_letters_topic": Spec(
+        "WEIR_TOPIC_DEAD_LETTERS", "dead-letters", _text,
+        "Side output: malformed input with the reason.",
+    ),
+    "order_window_size_ms": Spec(
+        "WEIR_ORDER_WINDOW_SIZE_MS", "60000", _int(),
+        "Size of the tumbling order windows, in milliseconds (> 0).",
+    ),
+    "max_out_of_orderness_ms": Spec(
+        "WEIR_MAX_OUT_OF_ORDERNESS_MS", "10000", _int(),
+        "Watermark delay: highest event time seen on a partition minus this (>= 0 ms).",
+    ),
+    "batch_max_events": Spec(
+        "WEIR_BATCH_MAX_EVENTS", "5000", _int(1),
+        "Most events an agent takes in one batch.",
+    ),
+    "batch_max_wait_ms": Spec(
+        "WEIR_BATCH_MAX_WAIT_MS", "200", _int(1),
+        "Longest an agent waits to fill a batch before processing what it has.",
+    ),
+    "processing_guarantee": Spec(
+        "WEIR_PROCESSING_GUARANTEE", "at_least_once", _choice("at_least_once", "exactly_once"),
+        "Faust processing guarantee.",
+    ),
+    "web_host": Spec("WEIR_WEB_HOST", "127.0.0.1", _text, "Interface of the worker's web server."),
+    "web_port": Spec("WEIR_WEB_PORT", "6066", _int(1, 65535), "Port of the worker's web server."),
+    "web_tables_enabled": Spec(
+        "WEIR_WEB_TABLES_ENABLED", "false", _choice("true", "false"),
+        "Expose Faust's raw /table/ routes (off: they dump state).",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    bootstrap_servers: str
+    broker_port: int
+    broker_controller_port: int
+    home: str
+    data_dir: str
+    app_id: str
+    input_partitions: int
+    replication_factor: int
+    orders_topic: str
+    order_metrics_topic: str
+    late_events_topic: str
+    dead_letters_topic: str
+    order_window_size_ms: int
+    max_out_of_orderness_ms: int
+    batch_max_events: int
+    batch_max_wait_ms: int
+    processing_guarantee: str
+    web_host: str
+    web_port: int
+    web_tables_enabled: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
+        values = {}
+        for name, spec in SPECS.items():
+            text = environ.get(spec.env, spec.default)
+            try:
+                values[name] = spec.parse(text)
+            except ValueError as exc:
+                raise ConfigError(f"{spec.env}={text!r} is invalid: {exc}") from None
+        return cls(**values)
+
+    @property
+    def uses_local_broker(self) -> bool:
+        return not self.bootstrap_servers
+
+    @property
+    def kafka_servers(self) -> str:
+        """Bootstrap servers as aiokafka takes them (comma separated)."""
+        return self.bootstrap_servers or f"127.0.0.1:{self.broker_port}"
+
+    @property
+    def faust_broker_url(self) -> str:
+        return ";".join(f"kafka://{s.strip()}" for s in self.kafka_servers.split(","))
+
+
+def markdown_table() -> str:
+    """The settings as a Markdown table: variable, default, meaning."""
+    names = [f.name for f in fields(Settings)]
+    rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
+    for name in names:
+        spec = SPECS[name]
+        rows.append(f"| `{spec.env}` | `{spec.default}` | {spec.doc} |")
+    return "\n".join(rows)
