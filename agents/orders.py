@@ -8,6 +8,7 @@ malformed ones to ``dead-letters``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import List, Sequence
 
@@ -31,8 +32,7 @@ metrics_topic = app.topic(settings.order_metrics_topic, value_type=OrderMetrics)
 late_topic = app.topic(settings.late_events_topic, value_type=LateEvent)
 dead_topic = app.topic(settings.dead_letters_topic, value_serializer="json")
 
-window_table = app.Table("order-windows", partitions=settings.input_partitions,
-                         key_serializer="raw", value_serializer="json")
+window_table = app.Table("order-windows", partitions=settings.input_partitions)
 store = FaustTableStore(window_table)
 engine = WindowEngine(
     TumblingWindow(settings.order_window_size_ms, setting="WEIR_ORDER_WINDOW_SIZE_MS"),
@@ -49,7 +49,8 @@ async def order_metrics(stream):
         settings.batch_max_events, settings.batch_max_wait_ms / 1000
     ):
         for partition, batch in split_by_partition(events):
-            await process_partition_batch(partition, batch)
+            # A stop must not cut a batch between its state update and its outputs.
+            await asyncio.shield(process_partition_batch(partition, batch))
 
 
 async def process_partition_batch(partition: int, events: Sequence[EventT]) -> None:

@@ -31,13 +31,10 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Callable
 
-try:  # Weir's common error base, when the package provides one.
-    from tables.errors import WeirError as _ErrorBase
-except ImportError:  # pragma: no cover - depends on the rest of the tree
-    _ErrorBase = Exception
+from tables.errors import WeirError
 
 
-class BrokerError(_ErrorBase):
+class BrokerError(WeirError):
     """The local Kafka broker could not be fetched, started or stopped."""
 
 
@@ -56,19 +53,19 @@ Progress = Callable[[str], object]
 
 
 def _lib(home: Path) -> Path:
-    return Path(home) / "lib"
+    return Path(home).resolve() / "lib"
 
 
 def _data(home: Path) -> Path:
-    return Path(home) / "data"
+    return Path(home).resolve() / "data"
 
 
 def _pid_file(home: Path) -> Path:
-    return Path(home) / "broker.pid"
+    return Path(home).resolve() / "broker.pid"
 
 
 def _props_file(home: Path) -> Path:
-    return Path(home) / "server.properties"
+    return Path(home).resolve() / "server.properties"
 
 
 def kafka_version() -> str:
@@ -154,7 +151,7 @@ def _run_maven(cmd: list[str], log_path: Path, progress: Progress) -> int:
 
     Returns how many artifacts Maven downloaded.
     """
-    downloaded = copied = 0
+    downloaded = 0
     last_report = time.monotonic()
     tail: list[str] = []
     with open(log_path, "w") as log, subprocess.Popen(
@@ -165,11 +162,10 @@ def _run_maven(cmd: list[str], log_path: Path, progress: Progress) -> int:
             log.write(line)
             tail = (tail + [line.rstrip()])[-40:]
             downloaded += line.startswith("Downloaded from") or "] Downloaded from" in line
-            copied += "Copying " in line
             now = time.monotonic()
             if now - last_report >= 2.0:
                 last_report = now
-                progress(f"  maven: downloaded {downloaded} artifacts, copied {copied} jars")
+                progress(f"  maven: downloaded {downloaded} artifacts ...")
         code = proc.wait()
     if code != 0:
         raise BrokerError(

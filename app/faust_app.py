@@ -7,11 +7,13 @@ creates the topics it needs (`app.topics.provision`) before it consumes.
 from __future__ import annotations
 
 import logging
+import sys
 
 import faust
 
 from app.settings import Settings
 from app.topics import provision
+from tables.errors import WeirError
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +22,10 @@ settings = Settings.from_env()
 
 class WeirApp(faust.App):
     """Faust app that provisions its topics before its consumer starts."""
+
+    def _on_autodiscovery_error(self, name: str) -> None:
+        # Faust only logs a failed pipeline import and runs without it; stop instead.
+        raise WeirError(f"cannot load pipeline module {name}: {sys.exc_info()[1]!r}")
 
     async def on_first_start(self) -> None:
         await super().on_first_start()
@@ -37,7 +43,6 @@ app = WeirApp(
     processing_guarantee=settings.processing_guarantee,
     topic_partitions=settings.input_partitions,
     topic_replication_factor=settings.replication_factor,
-    topic_allow_declare=False,
     consumer_auto_offset_reset="earliest",
     producer_acks=-1,
     web_host=settings.web_host,

@@ -92,11 +92,11 @@ SPECS: Dict[str, Spec] = {
         "Side output: malformed input with the reason.",
     ),
     "order_window_size_ms": Spec(
-        "WEIR_ORDER_WINDOW_SIZE_MS", "60000", _int(),
+        "WEIR_ORDER_WINDOW_SIZE_MS", "60000", _int(1),
         "Size of the tumbling order windows, in milliseconds (> 0).",
     ),
     "max_out_of_orderness_ms": Spec(
-        "WEIR_MAX_OUT_OF_ORDERNESS_MS", "10000", _int(),
+        "WEIR_MAX_OUT_OF_ORDERNESS_MS", "10000", _int(0),
         "Watermark delay: highest event time seen on a partition minus this (>= 0 ms).",
     ),
     "batch_max_events": Spec(

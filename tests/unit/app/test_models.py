@@ -1,0 +1,41 @@
+import pytest
+
+from app.models import BadEvent, dead_letter, decode_order
+
+GOOD = b'{"orderId":"o1","userId":"u1","amount":12.5,"timestamp":1700000000000,"productId":"p1"}'
+
+
+def test_valid_order_decodes():
+    order = decode_order(GOOD)
+    assert order.amount == 12.5 and order.timestamp == 1_700_000_000_000
+
+
+@pytest.mark.parametrize(
+    "raw, reason",
+    [
+        (None, "empty"),
+        (b"{not json", "invalid_json"),
+        (b"\xff\xfe", "invalid_utf8"),
+        (b"[1,2]", "wrong_shape"),
+        (b'{"orderId":"o1","userId":"u1","amount":1,"productId":"p"}', "missing_field"),
+        (b'{"orderId":"o1","userId":"u1","amount":"1","timestamp":1,"productId":"p"}', "wrong_type"),
+        (b'{"orderId":"o1","userId":"u1","amount":true,"timestamp":1,"productId":"p"}', "wrong_type"),
+        (b'{"orderId":"o1","userId":"u1","amount":1,"timestamp":1.5,"productId":"p"}', "wrong_type"),
+        (b'{"orderId":"o1","userId":"u1","amount":-1,"timestamp":1,"productId":"p"}', "invalid_value"),
+        (b'{"orderId":"o1","userId":"u1","amount":1e400,"timestamp":1,"productId":"p"}', None),
+        (b'{"orderId":"o1","userId":"u1","amount":1,"timestamp":1e30,"productId":"p"}', "invalid_value"),
+    ],
+)
+def test_malformed_order_raises_with_a_reason(raw, reason):
+    with pytest.raises(BadEvent) as info:
+        decode_order(raw)
+    if reason:
+        assert info.value.reason == reason
+
+
+def test_dead_letter_keeps_the_raw_bytes_and_position():
+    with pytest.raises(BadEvent) as info:
+        decode_order(b"\xff{")
+    dl = dead_letter("orders", info.value, b"\xff{", "orders", 3, 42)
+    assert dl.rawBase64 == "/3s=" and dl.sourcePartition == 3 and dl.sourceOffset == 42
+    assert dl.reason == "invalid_utf8"

@@ -1,0 +1,54 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+from app.settings import SPECS, Settings, markdown_table
+from tables.errors import ConfigError
+
+
+def test_defaults_come_from_the_documented_table():
+    s = Settings.from_env({})
+    assert s.order_window_size_ms == 60_000
+    assert s.max_out_of_orderness_ms == 10_000
+    assert s.input_partitions == 8
+    assert s.kafka_servers == "127.0.0.1:9092" and s.uses_local_broker
+
+
+def test_every_setting_has_an_environment_variable_in_the_readme_table():
+    table = markdown_table()
+    for spec in SPECS.values():
+        assert f"`{spec.env}`" in table
+
+
+def test_existing_cluster_is_used_as_given():
+    s = Settings.from_env({"KAFKA_BOOTSTRAP_SERVERS": "k1:9092,k2:9092"})
+    assert not s.uses_local_broker
+    assert s.faust_broker_url == "kafka://k1:9092;kafka://k2:9092"
+
+
+@pytest.mark.parametrize(
+    "env, value",
+    [("WEIR_INPUT_PARTITIONS", "0"), ("WEIR_BROKER_PORT", "abc"),
+     ("WEIR_PROCESSING_GUARANTEE", "maybe_once")],
+)
+def test_bad_value_fails_naming_the_variable(env, value):
+    with pytest.raises(ConfigError, match=env):
+        Settings.from_env({env: value})
+
+
+@pytest.mark.parametrize(
+    "env, value", [("WEIR_ORDER_WINDOW_SIZE_MS", "0"), ("WEIR_ORDER_WINDOW_SIZE_MS", "-5"),
+                   ("WEIR_MAX_OUT_OF_ORDERNESS_MS", "-1")]
+)
+def test_worker_with_invalid_window_setting_fails_at_start_up(env, value, tmp_path):
+    weir = os.path.join(os.path.dirname(sys.executable), "weir")
+    proc = subprocess.run(
+        [weir, "worker", "-l", "info"], env={**os.environ, env: value,
+                                             "WEIR_DATA_DIR": str(tmp_path)},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2
+    assert env in proc.stderr
+    assert "error" in proc.stderr
