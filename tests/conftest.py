@@ -1,0 +1,52 @@
+"""One real Kafka broker per test session (started from the project's Maven jars).
+
+Set KAFKA_BOOTSTRAP_SERVERS to run the integration tests against an existing
+cluster instead; then nothing is started.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def kafka_servers():
+    existing = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if existing:
+        yield existing
+        return
+    from app import broker
+
+    home = Path(os.environ.get("WEIR_TEST_BROKER_HOME", ROOT / ".weir" / "test-broker"))
+    port = int(os.environ.get("WEIR_TEST_BROKER_PORT", "19092"))
+    controller_port = int(os.environ.get("WEIR_TEST_BROKER_CONTROLLER_PORT", "19093"))
+    broker.wipe(home)  # a fresh cluster per session: no state from earlier runs
+    broker.ensure_jars(home)
+    broker.start(home, port, controller_port)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        broker.stop(home)
+
+
+@pytest.fixture
+def pipeline_env(kafka_servers, tmp_path):
+    """Environment of a worker with its own app id and topics, so tests never share state."""
+    suffix = uuid.uuid4().hex[:8]
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_servers,
+        "WEIR_APP_ID": f"weir-test-{suffix}",
+        "WEIR_TOPIC_ORDERS": f"orders-{suffix}",
+        "WEIR_TOPIC_ORDER_METRICS": f"order-metrics-{suffix}",
+        "WEIR_TOPIC_LATE_EVENTS": f"late-events-{suffix}",
+        "WEIR_TOPIC_DEAD_LETTERS": f"dead-letters-{suffix}",
+        "WEIR_INPUT_PARTITIONS": "4",
+        "WEIR_DATA_DIR": str(tmp_path / "worker-data"),
+        "WEIR_BATCH_MAX_WAIT_MS": "50",
+    }

@@ -1,0 +1,136 @@
+"""Test helpers around the real broker: produce fixed inputs, read topics back, run workers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Tuple
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+WEIR = os.path.join(os.path.dirname(sys.executable), "weir")
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: Optional[bytes]
+    value: Optional[bytes]
+
+
+async def produce(servers: str, topic: str, messages: Iterable[Tuple[int, bytes, bytes]]) -> None:
+    """Send (partition, key, value) messages in order and wait until all are acknowledged."""
+    producer = AIOKafkaProducer(bootstrap_servers=servers, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value, key=key, partition=p) for p, key, value in messages]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def read_topic(servers: str, topic: str, at_least: int = 0, timeout_s: float = 60.0,
+                     settle_s: float = 1.0) -> List[Record]:
+    """Every committed record of ``topic``, waiting until there are ``at_least``.
+
+    After the count is reached it keeps reading for ``settle_s`` more, so a
+    duplicate emitted late is still seen.
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=servers, isolation_level="read_committed",
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        for _ in range(50):
+            if partitions:
+                break
+            await asyncio.sleep(0.1)
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        records: List[Record] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        settle_until = None
+        while loop.time() < deadline:
+            batches = await consumer.getmany(timeout_ms=200)
+            for tp, msgs in batches.items():
+                records += [Record(tp.topic, tp.partition, m.offset, m.key, m.value) for m in msgs]
+            if len(records) >= at_least:
+                settle_until = settle_until or loop.time() + settle_s
+                if loop.time() >= settle_until:
+                    break
+        return records
+    finally:
+        await consumer.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Worker:
+    """A real `weir worker` process with its own environment and log file."""
+
+    def __init__(self, env: Dict[str, str], log_path: Path) -> None:
+        self.env = {**os.environ, **env}
+        self.log_path = log_path
+        self.proc: Optional[subprocess.Popen] = None
+
+    def start(self) -> "Worker":
+        port = str(free_port())
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [WEIR, "worker", "-l", "info", "--web-port", port],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        log.close()
+        return self
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout_s: float = 60.0) -> int:
+        """Graceful stop (SIGTERM), as a container runtime does."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def assert_running(self) -> None:
+        assert self.proc is not None and self.proc.poll() is None, (
+            f"worker exited ({self.proc and self.proc.returncode}):\n{self.log_text()[-4000:]}"
+        )
+
+
+def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")

@@ -1,0 +1,178 @@
+"""The orders pipeline through a real broker and real workers, against the batch oracle."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import shutil
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import pytest
+
+from tests.integration.kafka_tools import Record, Worker, produce, read_topic
+from tests.oracle import InputEvent, expected_outputs
+
+pytestmark = pytest.mark.integration
+
+SIZE_MS, DELAY_MS = 60_000, 10_000
+T0 = 1_699_999_980_000  # a window start
+PARTITIONS = 4
+
+MALFORMED = [
+    (b"{broken json", "invalid_json"),
+    (b"\xc3\x28 not utf-8", "invalid_utf8"),
+    (b'{"orderId":"m","userId":"u","amount":5,"productId":"p"}', "missing_field"),
+    (b'{"orderId":"m","userId":"u","amount":"5","timestamp":1,"productId":"p"}', "wrong_type"),
+    (b"[]", "wrong_shape"),
+]
+
+
+def order(i: str, ts: int, amount: float) -> bytes:
+    return json.dumps({"orderId": i, "userId": f"u{i}", "amount": amount,
+                       "timestamp": ts, "productId": "p1"}).encode()
+
+
+def fixed_input(seed: int = 7, per_partition: int = 250) -> List[Tuple[int, bytes, bytes]]:
+    """Orders with disorder below the watermark delay, late orders and malformed payloads."""
+    rnd = random.Random(seed)
+    messages = []
+    for p in range(PARTITIONS):
+        for i in range(per_partition):
+            nominal = T0 + i * 700
+            roll = rnd.random()
+            if roll < 0.03:
+                value = rnd.choice(MALFORMED)[0]
+            elif roll < 0.10:
+                value = order(f"{p}-{i}", nominal - rnd.randrange(70_000, 130_000), 1.25)
+            else:
+                value = order(f"{p}-{i}", nominal - rnd.randrange(0, 9_000),
+                              round(rnd.uniform(1, 500), 2))
+            messages.append((p, f"k{p}".encode(), value))
+    # edge cases on partition 0: a window's first and last millisecond, then an
+    # event that arrives exactly when the watermark reaches its window's end
+    last = T0 + per_partition * 700
+    w = (last // SIZE_MS + 2) * SIZE_MS
+    messages += [
+        (0, b"k0", order("edge-start", w, 10.0)),
+        (0, b"k0", order("edge-last-ms", w + SIZE_MS - 1, 20.0)),
+        (0, b"k0", order("edge-closer", w + SIZE_MS + DELAY_MS, 1.0)),  # watermark = window end
+        (0, b"k0", order("edge-late", w + SIZE_MS - 1, 99.0)),  # its window just closed: late
+    ]
+    for p in range(PARTITIONS):  # push every partition's watermark past all windows above
+        messages.append((p, f"k{p}".encode(), order(f"flush-{p}", w + 10 * SIZE_MS, 1.0)))
+    return messages
+
+
+def oracle_for(inputs: List[Record]):
+    events, dead = [], []
+    for r in inputs:
+        reason = dict(MALFORMED).get(r.value)
+        if reason:
+            dead.append((r.partition, r.offset, reason))
+            continue
+        data = json.loads(r.value)
+        events.append(InputEvent(r.partition, r.offset, data["timestamp"], data["amount"]))
+    return expected_outputs(events, SIZE_MS, DELAY_MS), sorted(dead)
+
+
+def summarize(metrics: List[Record], late: List[Record], dead: List[Record]):
+    windows: Dict[Tuple[int, int], Tuple[int, float, float]] = {}
+    for r in metrics:
+        m = json.loads(r.value)
+        key = (m["sourcePartition"], m["windowStart"])
+        assert key not in windows, f"window {key} emitted twice"
+        assert m["windowEnd"] == m["windowStart"] + SIZE_MS
+        windows[key] = (m["totalOrders"], round(m["totalRevenue"], 6), round(m["avgOrderValue"], 6))
+    late_rows = []
+    for r in late:
+        e = json.loads(r.value)
+        late_rows.append((e["sourcePartition"], e["sourceOffset"], e["windowStart"], e["watermark"],
+                          e["lateByMs"], e["event"]["timestamp"] == e["eventTimestamp"]))
+    dead_rows = sorted((json.loads(r.value)["sourcePartition"], json.loads(r.value)["sourceOffset"],
+                        json.loads(r.value)["reason"]) for r in dead)
+    return windows, sorted(late_rows), dead_rows
+
+
+def expected_rows(expected):
+    windows = {k: (n, round(s, 6), round(s / n, 6)) for k, (n, s) in expected.windows.items()}
+    late = sorted((x.partition, x.offset, x.window_start, x.watermark, None, True)
+                  for x in expected.late)
+    return windows, late
+
+
+async def read_outputs(env, expected, dead_count, settle_s=2.0):
+    servers = env["KAFKA_BOOTSTRAP_SERVERS"]
+    metrics = await read_topic(servers, env["WEIR_TOPIC_ORDER_METRICS"], len(expected.windows),
+                               timeout_s=90, settle_s=settle_s)
+    late = await read_topic(servers, env["WEIR_TOPIC_LATE_EVENTS"], len(expected.late),
+                            timeout_s=30, settle_s=0.5)
+    dead = await read_topic(servers, env["WEIR_TOPIC_DEAD_LETTERS"], dead_count,
+                            timeout_s=30, settle_s=0.5)
+    return summarize(metrics, late, dead)
+
+
+def assert_exact(got, expected, dead_expected, inputs):
+    windows, late, dead = got
+    want_windows, want_late = expected_rows(expected)
+    assert windows == want_windows
+    by_offset = {(r.partition, r.offset): json.loads(r.value)["timestamp"] for r in inputs
+                 if r.value not in dict(MALFORMED)}
+    assert [row[:4] for row in late] == [row[:4] for row in want_late]
+    for p, off, _start, wm, late_by, same_ts in late:
+        assert late_by == wm - by_offset[(p, off)] and same_ts
+    assert dead == dead_expected
+
+
+async def test_windows_late_events_and_dead_letters_equal_the_batch_oracle(pipeline_env, tmp_path):
+    messages = fixed_input()
+    env = pipeline_env
+    worker = Worker(env, tmp_path / "worker.log").start()
+    try:
+        await asyncio.sleep(1)
+        await produce(env["KAFKA_BOOTSTRAP_SERVERS"], env["WEIR_TOPIC_ORDERS"], messages)
+        inputs = await read_topic(env["KAFKA_BOOTSTRAP_SERVERS"], env["WEIR_TOPIC_ORDERS"],
+                                  len(messages), settle_s=0)
+        expected, dead_expected = oracle_for(inputs)
+        assert expected.late and len(expected.windows) > 8 and dead_expected  # the input covers each path
+        got = await read_outputs(env, expected, len(dead_expected))
+        worker.assert_running()
+    finally:
+        worker.stop()
+    assert_exact(got, expected, dead_expected, inputs)
+    edge = [k for k, v in got[0].items() if k[0] == 0 and v[0] == 2 and v[1] == 30.0]
+    assert edge, "first and last millisecond of a window count in that window"
+
+
+@pytest.mark.parametrize("keep_data_dir", [True, False], ids=["data-dir-kept", "data-dir-deleted"])
+async def test_restart_mid_stream_emits_no_window_twice_and_loses_no_event(
+    pipeline_env, tmp_path, keep_data_dir
+):
+    messages = fixed_input(seed=11)
+    first = [m for i, m in enumerate(messages) if i % 250 < 150 and b'"flush-' not in m[2]]
+    rest = [m for m in messages if m not in first]
+    env = pipeline_env
+    servers, topic = env["KAFKA_BOOTSTRAP_SERVERS"], env["WEIR_TOPIC_ORDERS"]
+    worker = Worker(env, tmp_path / "worker-1.log").start()
+    try:
+        await produce(servers, topic, first)
+        part = await read_topic(servers, topic, len(first), settle_s=0)
+        expected_first, _ = oracle_for(part)
+        await read_topic(servers, env["WEIR_TOPIC_ORDER_METRICS"], len(expected_first.windows),
+                         timeout_s=90, settle_s=0)
+        worker.assert_running()
+    finally:
+        assert worker.stop() == 0
+    if not keep_data_dir:
+        shutil.rmtree(env["WEIR_DATA_DIR"])
+    await produce(servers, topic, rest)  # arrives while no worker runs
+    worker = Worker(env, tmp_path / "worker-2.log").start()
+    try:
+        inputs = await read_topic(servers, topic, len(messages), settle_s=0)
+        expected, dead_expected = oracle_for(inputs)
+        got = await read_outputs(env, expected, len(dead_expected), settle_s=3.0)
+        worker.assert_running()
+    finally:
+        worker.stop()
+    assert_exact(got, expected, dead_expected, inputs)
