@@ -71,6 +71,7 @@ async def read_topic(servers: str, topic: str, at_least: int = 0, timeout_s: flo
                 settle_until = settle_until or loop.time() + settle_s
                 if loop.time() >= settle_until:
                     break
+        print(f"read {len(records)}/{at_least} records of {topic} in {timeout_s - (deadline - loop.time()):.1f}s")
         return records
     finally:
         await consumer.stop()

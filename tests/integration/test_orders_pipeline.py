@@ -150,8 +150,9 @@ async def test_restart_mid_stream_emits_no_window_twice_and_loses_no_event(
     pipeline_env, tmp_path, keep_data_dir
 ):
     messages = fixed_input(seed=11)
-    first = [m for i, m in enumerate(messages) if i % 250 < 150 and b'"flush-' not in m[2]]
-    rest = [m for m in messages if m not in first]
+    in_first = [i % 250 < 150 and b'"flush-' not in m[2] for i, m in enumerate(messages)]
+    first = [m for m, f in zip(messages, in_first) if f]
+    rest = [m for m, f in zip(messages, in_first) if not f]
     env = pipeline_env
     servers, topic = env["KAFKA_BOOTSTRAP_SERVERS"], env["WEIR_TOPIC_ORDERS"]
     worker = Worker(env, tmp_path / "worker-1.log").start()
