@@ -1,0 +1,27 @@
+# The two commands of the README: `make demo` runs the main job, `make test` the tests.
+.PHONY: install demo test test-unit test-integration broker-start broker-stop lint clean
+
+install:
+	scripts/bootstrap.sh
+
+demo:
+	scripts/demo.sh
+
+test: install
+	.venv/bin/python -m pytest -q
+
+test-unit: install
+	.venv/bin/python -m pytest -q tests/unit
+
+test-integration: install
+	.venv/bin/python -m pytest -q tests/integration
+
+broker-start: install
+	.venv/bin/weir broker start
+
+broker-stop:
+	.venv/bin/weir broker stop
+
+clean:
+	-.venv/bin/weir broker stop
+	rm -rf .weir
