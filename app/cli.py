@@ -96,14 +96,38 @@ def _register_commands(app, conf) -> None:
                 batches = await consumer.getmany(timeout_ms=500)
                 for tp, records in batches.items():
                     for record in records:
-                        self.say(f"{tp.topic:<14} {record.value.decode(errors='replace')[:300]}")
+                        self.say(describe(tp.topic, record.value))
         finally:
             await consumer.stop()
+
+    def describe(topic: str, value: bytes) -> str:
+        """One readable line per output record."""
+        try:
+            rec = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return f"{topic}: {value[:200]!r}"
+        if topic == conf.order_metrics_topic:
+            return (f"window [{_clock(rec['windowStart'])}, {_clock(rec['windowEnd'])}) "
+                    f"partition {rec['sourcePartition']}: {rec['totalOrders']} orders, "
+                    f"revenue {rec['totalRevenue']:.2f}, avg {rec['avgOrderValue']:.2f}")
+        if topic == conf.late_events_topic:
+            return (f"  late: {rec['pipeline']} event at {_clock(rec['eventTimestamp'])} for window "
+                    f"[{_clock(rec['windowStart'])}, {_clock(rec['windowEnd'])}), "
+                    f"{rec['lateByMs'] / 1000:.1f}s behind the watermark")
+        return (f"  dead letter: {rec['reason']} at {rec['sourceTopic']}/{rec['sourcePartition']}"
+                f"@{rec['sourceOffset']}: {rec['error'][:120]}")
 
     @app.command()
     async def settings(self) -> None:
         """Print every setting: environment variable, default, meaning."""
         self.say(markdown_table())
+
+
+def _clock(ms: int) -> str:
+    """Epoch milliseconds as UTC wall time, e.g. 07:01:00.000."""
+    import datetime
+
+    return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc).strftime("%H:%M:%S.%f")[:-3]
 
 
 def main() -> None:
