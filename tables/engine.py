@@ -1,56 +1,70 @@
-"""Event-time windowed aggregation over batches of events from one partition.
+"""Event-time aggregation over fixed windows (tumbling or hopping), in batches.
 
-For each source partition the engine keeps a watermark (highest event time
-minus the allowed out-of-orderness) and the open windows. An event is folded
-into its window unless that window had already closed when it arrived: then
-it is *late* and handed back, never counted. After each batch every window
-whose end the watermark has reached is closed, returned once, and removed::
+Per source partition the engine keeps an event clock (watermark: highest event
+time minus the allowed out-of-orderness) and the windows not yet purged. For
+each event, in offset order, and each window ``[start, end)`` holding it:
 
-    size 60 s, out-of-orderness 10 s, one partition, events in arrival order
-    ts=5s  -> [0,60s) opens                  watermark -5s
-    ts=71s -> [60s,120s) opens               watermark 61s -> [0,60s) closes
-    ts=30s -> window [0,60s) closed at 61s   late by 31s, not counted
+- ``end + allowed_lateness <= watermark``: the window is gone; the event is
+  *late* for it and handed back (one late record per missed window), never counted;
+- ``end <= watermark``: the window has fired but is within its allowed
+  lateness; the event updates it and the window is emitted again, next revision;
+- otherwise the event is folded into the open window.
 
-Batches give the same result as event-at-a-time processing: lateness is
-decided against the watermark as it stood before each event.
+Whenever the watermark advances, every open window whose end it reached fires
+(revision 0), oldest first; windows are purged (tombstoned) once the
+watermark passes ``end + allowed_lateness``::
+
+    tumbling 60 s, out-of-orderness 10 s, allowed lateness 30 s
+    ts=5s   -> [0,60s) opens                         watermark -5s
+    ts=71s  -> watermark 61s: [0,60s) fires, revision 0
+    ts=30s  -> [0,60s) fired, 61 < 60+30: updated, revision 1
+    ts=101s -> watermark 91s >= 90s: [0,60s) purged
+    ts=40s  -> late for [0,60s): late-events
+
+Batches give exactly the outputs of event-at-a-time processing, in the same order.
 """
 
 from __future__ import annotations
 
+import copy
+import heapq
 from dataclasses import dataclass, field
-from typing import Any, Dict, Generic, List, Optional, Sequence, TypeVar
+from typing import Any, Callable, Dict, Generic, List, Optional, Sequence, Tuple, TypeVar, Union
 
 from tables.aggregators import Aggregator
-from tables.state import PartitionState, WindowStore
+from tables.state import PartitionClock, PartitionStore
 from tables.watermark import BoundedOutOfOrderness
-from tables.windows import TumblingWindow
+from tables.windows import HoppingWindow, TumblingWindow
 
 S = TypeVar("S")
+FixedWindow = Union[TumblingWindow, HoppingWindow]
 
 
 @dataclass(frozen=True)
 class Item(Generic[S]):
-    """One decoded event: source offset, event time, value to fold, origin."""
+    """One decoded event: source offset, event time, value to fold, origin, optional key."""
 
     offset: int
     ts_ms: int
     value: Any
     source: S
+    key: Optional[str] = None
 
 
 @dataclass(frozen=True)
-class ClosedWindow:
-    """A window whose watermark passed its end, with its final accumulator."""
+class WindowResult:
+    """One emission of a window: revision 0 when it fires, then one per late update."""
 
     partition: int
     start_ms: int
     end_ms: int
-    acc: List[Any]
+    acc: Any
+    revision: int
 
 
 @dataclass(frozen=True)
 class LateItem(Generic[S]):
-    """An event whose window had closed when it arrived."""
+    """An event that arrived after a window holding it was gone."""
 
     item: Item[S]
     window_start_ms: int
@@ -65,96 +79,191 @@ class LateItem(Generic[S]):
 
 @dataclass
 class BatchResult(Generic[S]):
-    """What one batch produced: closed windows (by start), late events, replays skipped."""
+    """What one batch (or one idle tick) produced, in emission order."""
 
-    closed: List[ClosedWindow] = field(default_factory=list)
+    emitted: List[WindowResult] = field(default_factory=list)
     late: List[LateItem[S]] = field(default_factory=list)
+    too_far_ahead: List[Item[S]] = field(default_factory=list)
     skipped: int = 0
     watermark_ms: Optional[int] = None
 
 
+@dataclass
+class _Window:
+    acc: Any
+    revision: int = -1  # -1: not fired yet
+
+    def to_entry(self) -> Dict[str, Any]:
+        return {"acc": self.acc, "rev": self.revision}
+
+
+@dataclass
+class _PartitionWindows:
+    clock: PartitionClock
+    windows: Dict[int, _Window]
+    pending: List[Tuple[int, int]]  # heap of (end, start) of windows not fired yet
+    last_event_wall_ms: Optional[int] = None
+    max_event_at_last_event: Optional[int] = None
+
+
 class WindowEngine:
-    """Tumbling-window aggregation in event time, one state per source partition."""
+    """Fixed-window aggregation in event time, one state per source partition."""
 
     def __init__(
         self,
-        window: TumblingWindow,
+        window: FixedWindow,
         max_out_of_orderness_ms: int,
         aggregator: Aggregator,
-        store: WindowStore,
+        store: PartitionStore,
+        max_future_skew_ms: Optional[int] = None,
+        wall_clock_ms: Optional[Callable[[], int]] = None,
     ) -> None:
         BoundedOutOfOrderness(max_out_of_orderness_ms)  # validates the setting
         self.window = window
         self.max_out_of_orderness_ms = max_out_of_orderness_ms
         self.aggregator = aggregator
         self.store = store
-        self._partitions: Dict[int, PartitionState] = {}
+        self.max_future_skew_ms = max_future_skew_ms
+        self.wall_clock_ms = wall_clock_ms
+        self._partitions: Dict[int, _PartitionWindows] = {}
 
-    def state(self, partition: int) -> PartitionState:
-        """The partition's state, loaded from the store on first use."""
+    # ---------------------------------------------------------------- state
+
+    def _state(self, partition: int) -> _PartitionWindows:
+        """The partition's state, loaded and re-indexed from the store on first use."""
         state = self._partitions.get(partition)
         if state is None:
-            max_event_ms, next_offset, windows = self.store.load(partition)
-            wm = BoundedOutOfOrderness(self.max_out_of_orderness_ms, max_event_ms)
-            state = PartitionState(wm, next_offset, windows)
+            meta, entries = self.store.load(partition)
+            clock = PartitionClock.from_meta(meta, self.max_out_of_orderness_ms)
+            windows = {int(k): _Window(v["acc"], v["rev"]) for k, v in entries.items()}
+            pending = [(self.window.end_of(s), s) for s, w in windows.items() if w.revision < 0]
+            heapq.heapify(pending)
+            state = _PartitionWindows(clock, windows, pending)
             self._partitions[partition] = state
         return state
+
+    def clock(self, partition: int) -> PartitionClock:
+        return self._state(partition).clock
+
+    def partitions(self) -> List[int]:
+        return sorted(self._partitions)
 
     def forget(self, partition: int) -> None:
         """Drop the cached state of a partition this worker no longer owns."""
         self._partitions.pop(partition, None)
 
+    # ---------------------------------------------------------------- processing
+
     def process(
         self, partition: int, items: Sequence[Item[S]], next_offset: Optional[int] = None
     ) -> BatchResult[S]:
-        """Fold a batch of one partition's events (in offset order) and close windows.
+        """Fold a batch of one partition's events (in offset order).
 
         ``next_offset`` is the offset after the batch's last input, when inputs
         the engine never saw (dead letters) follow its last item.
         """
-        state = self.state(partition)
+        state = self._state(partition)
+        clock = state.clock
+        wm = clock.watermark
         result: BatchResult[S] = BatchResult()
-        wm = state.watermark
-        windows = state.windows
-        updated: Dict[int, List[Any]] = {}
-        offset_before = state.next_offset
-        size = self.window.size_ms
-        add = self.aggregator.add
+        changed: Dict[int, _Window] = {}
+        offset_before = clock.next_offset
+        now_ms = self.wall_clock_ms() if self.wall_clock_ms else None
+        horizon = None
+        if self.max_future_skew_ms is not None and now_ms is not None:
+            horizon = now_ms + self.max_future_skew_ms
+        lateness = self.window.allowed_lateness_ms
         for item in items:
-            if item.offset < state.next_offset:
+            if clock.is_replay(item.offset):
                 result.skipped += 1
                 continue
-            start = item.ts_ms // size * size
+            clock.next_offset = item.offset + 1
+            ts = item.ts_ms
+            if horizon is not None and ts > horizon:
+                result.too_far_ahead.append(item)
+                continue
             watermark = wm.watermark_ms
-            if watermark is not None and start + size <= watermark:
-                result.late.append(LateItem(item, start, start + size, watermark))
-            else:
-                acc = windows.get(start)
-                if acc is None:
-                    acc = windows[start] = self.aggregator.zero()
-                add(acc, item.value)
-                updated[start] = acc
-            wm.observe(item.ts_ms)
-            state.next_offset = item.offset + 1
-        if next_offset is not None and next_offset > state.next_offset:
-            state.next_offset = next_offset
-        result.closed = self._close(partition, state)
+            for start in self.window.starts_of(ts):
+                end = self.window.end_of(start)
+                if watermark is not None and end + lateness <= watermark:
+                    result.late.append(LateItem(item, start, end, watermark))
+                    continue
+                due = watermark is not None and end <= watermark
+                win = state.windows.get(start)
+                if win is None:
+                    win = state.windows[start] = _Window(self.aggregator.zero())
+                    if not due:
+                        heapq.heappush(state.pending, (end, start))
+                self.aggregator.add(win.acc, item.value)
+                changed[start] = win
+                if due:  # fired already (or due with no events before): emit the update
+                    win.revision += 1
+                    result.emitted.append(self._emission(partition, start, win))
+            if watermark is None or ts - self.max_out_of_orderness_ms > watermark:
+                wm.observe(ts)
+                self._fire(partition, state, result, changed)
+        if items and now_ms is not None:
+            state.last_event_wall_ms = now_ms
+            state.max_event_at_last_event = wm.max_event_ms
+        clock.advance_to(next_offset)
+        if clock.next_offset != offset_before or changed:
+            self._save(partition, state, changed)
         result.watermark_ms = wm.watermark_ms
-        if state.next_offset == offset_before and not result.closed:
-            return result
-        for closed in result.closed:
-            updated.pop(closed.start_ms, None)
-        deleted = [c.start_ms for c in result.closed]
-        self.store.save(partition, wm.max_event_ms, state.next_offset, updated, deleted)
         return result
 
-    def _close(self, partition: int, state: PartitionState) -> List[ClosedWindow]:
-        """Remove and return, oldest first, the windows the watermark has passed."""
-        watermark = state.watermark.watermark_ms
-        if watermark is None:
-            return []
-        size = self.window.size_ms
-        due = sorted(s for s in state.windows if s + size <= watermark)
-        return [
-            ClosedWindow(partition, s, s + size, state.windows.pop(s)) for s in due
-        ]
+    def advance_idle(self, partition: int, now_ms: int, idle_timeout_ms: int) -> BatchResult[S]:
+        """Let event time follow the wall clock on a partition idle for ``idle_timeout_ms``.
+
+        After the timeout the partition's highest event time grows by the wall
+        time elapsed since the timeout, so its last windows close.
+        """
+        state = self._state(partition)
+        result: BatchResult[S] = BatchResult()
+        if state.last_event_wall_ms is None:  # nothing seen since this worker took it
+            state.last_event_wall_ms = now_ms
+            state.max_event_at_last_event = state.clock.watermark.max_event_ms
+        idle_ms = now_ms - state.last_event_wall_ms - idle_timeout_ms
+        base = state.max_event_at_last_event
+        wm = state.clock.watermark
+        if idle_ms <= 0 or base is None or base + idle_ms <= (wm.max_event_ms or base):
+            return result
+        wm.observe(base + idle_ms)
+        changed: Dict[int, _Window] = {}
+        self._fire(partition, state, result, changed)
+        self._save(partition, state, changed)
+        result.watermark_ms = wm.watermark_ms
+        return result
+
+    # ---------------------------------------------------------------- helpers
+
+    def _fire(self, partition: int, state: _PartitionWindows, result: BatchResult,
+              changed: Dict[int, _Window]) -> None:
+        """Fire, oldest first, every window whose end the watermark has reached."""
+        watermark = state.clock.watermark.watermark_ms
+        pending = state.pending
+        while pending and pending[0][0] <= watermark:
+            _end, start = heapq.heappop(pending)
+            win = state.windows.get(start)
+            if win is None or win.revision >= 0:
+                continue
+            win.revision = 0
+            changed[start] = win
+            result.emitted.append(self._emission(partition, start, win))
+
+    def _emission(self, partition: int, start: int, win: _Window) -> WindowResult:
+        return WindowResult(partition, start, self.window.end_of(start),
+                            copy.deepcopy(win.acc), win.revision)
+
+    def _save(self, partition: int, state: _PartitionWindows, changed: Dict[int, _Window]) -> None:
+        """Persist changed windows and the clock; purge windows past their lateness."""
+        watermark = state.clock.watermark.watermark_ms
+        horizon = self.window.allowed_lateness_ms
+        purged = []
+        if watermark is not None:
+            purged = [s for s, w in state.windows.items()
+                      if w.revision >= 0 and self.window.end_of(s) + horizon <= watermark]
+        for start in purged:
+            del state.windows[start]
+            changed.pop(start, None)
+        updated = {str(s): w.to_entry() for s, w in changed.items()}
+        self.store.save(partition, state.clock.to_meta(), updated, [str(s) for s in purged])

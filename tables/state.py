@@ -1,64 +1,74 @@
-"""Per-partition window state and the stores that keep it.
+"""Per-partition engine state and the stores that keep it.
 
-A source partition's state is its watermark, the next source offset not yet
-folded in (so a replay after a restart is skipped, not counted twice) and its
-open windows keyed by start. Stores persist it; `InMemoryStore` serves unit
-tests, `tables.faust_store.FaustTableStore` the workers.
+Every engine keeps, per source partition, a small *meta* record (its event
+clock and the next source offset to fold in, so that a replay after a restart
+is skipped, not counted twice) and *entries*: JSON values under string keys
+(a window's accumulator under its start, a key's sessions under the key...).
+A store persists both; `InMemoryStore` serves unit tests,
+`tables.faust_store.FaustTableStore` the workers.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, Protocol, Tuple
+import copy
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, Optional, Protocol, Tuple
 
 from tables.watermark import BoundedOutOfOrderness
 
+Meta = Dict[str, Any]
+Entries = Dict[str, Any]
+
 
 @dataclass
-class PartitionState:
-    """What the engine knows of one source partition."""
+class PartitionClock:
+    """A partition's event clock (watermark) and the next source offset to fold in."""
 
     watermark: BoundedOutOfOrderness
     next_offset: int = 0
-    windows: Dict[int, List[Any]] = field(default_factory=dict)
+
+    @classmethod
+    def from_meta(cls, meta: Meta, max_out_of_orderness_ms: int) -> "PartitionClock":
+        wm = BoundedOutOfOrderness(max_out_of_orderness_ms, meta.get("maxEventMs"))
+        return cls(wm, meta.get("nextOffset", 0))
+
+    def to_meta(self) -> Meta:
+        return {"maxEventMs": self.watermark.max_event_ms, "nextOffset": self.next_offset}
+
+    def is_replay(self, offset: int) -> bool:
+        """True for an input an earlier run already folded into the stored state."""
+        return offset < self.next_offset
+
+    def advance_to(self, next_offset: Optional[int]) -> None:
+        if next_offset is not None and next_offset > self.next_offset:
+            self.next_offset = next_offset
 
 
-StoredState = Tuple[Optional[int], int, Dict[int, List[Any]]]
+class PartitionStore(Protocol):
+    """Persists one engine's state per source partition."""
 
+    def load(self, partition: int) -> Tuple[Meta, Entries]:
+        """The stored meta and entries of ``partition``; ``({}, {})`` when there are none."""
 
-class WindowStore(Protocol):
-    """Persists partition state: (max event time, next offset, open windows)."""
-
-    def load(self, partition: int) -> StoredState:
-        """The stored state of ``partition``; ``(None, 0, {})`` when there is none."""
-
-    def save(
-        self,
-        partition: int,
-        max_event_ms: Optional[int],
-        next_offset: int,
-        updated: Dict[int, List[Any]],
-        deleted: Iterable[int],
-    ) -> None:
-        """Write the windows changed by one batch and the partition's progress."""
+    def save(self, partition: int, meta: Meta, updated: Entries, deleted: Iterable[str]) -> None:
+        """Write the meta, the entries a batch changed, and delete the ones it removed."""
 
 
 class InMemoryStore:
-    """A `WindowStore` in a dict, for tests and tools; survives engine restarts."""
+    """A `PartitionStore` in dicts, for tests and tools; survives engine restarts."""
 
     def __init__(self) -> None:
-        self.meta: Dict[int, Tuple[Optional[int], int]] = {}
-        self.windows: Dict[int, Dict[int, List[Any]]] = {}
+        self.meta: Dict[int, Meta] = {}
+        self.entries: Dict[int, Entries] = {}
 
-    def load(self, partition: int) -> StoredState:
-        max_event_ms, next_offset = self.meta.get(partition, (None, 0))
-        stored = self.windows.get(partition, {})
-        return max_event_ms, next_offset, {s: list(a) for s, a in stored.items()}
+    def load(self, partition: int) -> Tuple[Meta, Entries]:
+        return (copy.deepcopy(self.meta.get(partition, {})),
+                copy.deepcopy(self.entries.get(partition, {})))
 
-    def save(self, partition, max_event_ms, next_offset, updated, deleted) -> None:
-        self.meta[partition] = (max_event_ms, next_offset)
-        stored = self.windows.setdefault(partition, {})
-        for start in deleted:
-            stored.pop(start, None)
-        for start, acc in updated.items():
-            stored[start] = list(acc)
+    def save(self, partition: int, meta: Meta, updated: Entries, deleted: Iterable[str]) -> None:
+        self.meta[partition] = copy.deepcopy(meta)
+        stored = self.entries.setdefault(partition, {})
+        for key in deleted:
+            stored.pop(key, None)
+        for key, value in updated.items():
+            stored[key] = copy.deepcopy(value)
