@@ -92,14 +92,18 @@ class _Output(faust.Record, serializer="json", include_metadata=False):
 
 
 class OrderMetrics(_Output):
-    """Totals of one closed order window ``[windowStart, windowEnd)`` of one source partition."""
+    """Totals of order window ``[windowStart, windowEnd)`` over all partitions.
+
+    Revision 0 when the window closes; each later revision (allowed lateness)
+    replaces the one before: the highest revision is final.
+    """
 
     windowStart: int
     windowEnd: int
     totalOrders: int
     totalRevenue: float
     avgOrderValue: float
-    sourcePartition: int
+    revision: int
 
 
 class LateEvent(_Output):

@@ -99,6 +99,26 @@ SPECS: Dict[str, Spec] = {
         "WEIR_MAX_OUT_OF_ORDERNESS_MS", "10000", _int(0),
         "Watermark delay: highest event time seen on a partition minus this (>= 0 ms).",
     ),
+    "allowed_lateness_ms": Spec(
+        "WEIR_ALLOWED_LATENESS_MS", "0", _int(0),
+        "How long after a window fired late events still update it (re-emitted with the next "
+        "revision); later ones go to late-events. 0: none.",
+    ),
+    "max_future_skew_ms": Spec(
+        "WEIR_MAX_FUTURE_SKEW_MS", "300000", _int(0),
+        "Events more than this ahead of the worker's wall clock go to dead-letters "
+        "(reason future_timestamp) instead of moving the watermark.",
+    ),
+    "idle_timeout_ms": Spec(
+        "WEIR_IDLE_TIMEOUT_MS", "30000", _int(1),
+        "A source partition silent this long (wall clock) stops holding back merged "
+        "results, and (with WEIR_IDLE_ADVANCE) its event time starts following the wall clock.",
+    ),
+    "idle_advance": Spec(
+        "WEIR_IDLE_ADVANCE", "true", _choice("true", "false"),
+        "Let an idle partition's watermark advance with the wall clock, so the last windows "
+        "of a burst close (turn off for strict replays).",
+    ),
     "batch_max_events": Spec(
         "WEIR_BATCH_MAX_EVENTS", "5000", _int(1),
         "Most events an agent takes in one batch.",
@@ -136,6 +156,10 @@ class Settings:
     dead_letters_topic: str
     order_window_size_ms: int
     max_out_of_orderness_ms: int
+    allowed_lateness_ms: int
+    max_future_skew_ms: int
+    idle_timeout_ms: int
+    idle_advance: str
     batch_max_events: int
     batch_max_wait_ms: int
     processing_guarantee: str
@@ -162,6 +186,10 @@ class Settings:
     def kafka_servers(self) -> str:
         """Bootstrap servers as aiokafka takes them (comma separated)."""
         return self.bootstrap_servers or f"127.0.0.1:{self.broker_port}"
+
+    def topic_name(self, internal: str) -> str:
+        """Name of an internal topic of this app (not meant for other consumers)."""
+        return f"{self.app_id}-{internal}"
 
     @property
     def faust_broker_url(self) -> str:

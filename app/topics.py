@@ -8,7 +8,7 @@ co-partitioning rule); changelogs are compacted.
 from __future__ import annotations
 
 import logging
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -17,25 +17,27 @@ from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
-#: Faust tables of the project, by table name (changelog: <app_id>-<name>-changelog).
-TABLES: List[str] = ["order-windows"]
+#: Faust tables of the project, by table name (changelog: <app_id>-<name>-changelog),
+#: and whether they follow the input partitions (True) or are global merges (1 partition).
+TABLES: Dict[str, bool] = {"order-windows": True, "order-merge": False}
+#: Internal topics with one partition: per-partition results on their way to a merge.
+MERGE_TOPICS: List[str] = ["order-partials"]
 
 
 def changelog_topic(settings: Settings, table: str) -> str:
     return f"{settings.app_id}-{table}-changelog"
 
 
-def wanted_topics(settings: Settings) -> Dict[str, Dict[str, str]]:
-    """Every topic the project needs, with its configs."""
-    plain: Dict[str, str] = {}
-    topics = {
-        settings.orders_topic: plain,
-        settings.order_metrics_topic: plain,
-        settings.late_events_topic: plain,
-        settings.dead_letters_topic: plain,
-    }
-    for table in TABLES:
-        topics[changelog_topic(settings, table)] = {"cleanup.policy": "compact"}
+def wanted_topics(settings: Settings) -> Dict[str, Tuple[int, Dict[str, str]]]:
+    """Every topic the project needs: partitions and configs."""
+    n = settings.input_partitions
+    topics = {name: (n, {}) for name in (settings.orders_topic, settings.order_metrics_topic,
+                                         settings.late_events_topic, settings.dead_letters_topic)}
+    for internal in MERGE_TOPICS:
+        topics[settings.topic_name(internal)] = (1, {})
+    for table, per_input in TABLES.items():
+        topics[changelog_topic(settings, table)] = (n if per_input else 1,
+                                                    {"cleanup.policy": "compact"})
     return topics
 
 
@@ -46,8 +48,8 @@ async def provision(settings: Settings) -> List[str]:
     try:
         existing = set(await admin.list_topics())
         missing = [
-            NewTopic(name, settings.input_partitions, settings.replication_factor, topic_configs=cfg)
-            for name, cfg in wanted_topics(settings).items()
+            NewTopic(name, partitions, settings.replication_factor, topic_configs=cfg)
+            for name, (partitions, cfg) in wanted_topics(settings).items()
             if name not in existing
         ]
         if missing:

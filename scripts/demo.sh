@@ -28,7 +28,10 @@ weir worker -l info >"$logs/worker.log" 2>&1 &
 pids+=($!)
 echo "demo: worker started (log: $logs/worker.log, web: http://127.0.0.1:${WEIR_WEB_PORT:-6066})"
 # Event time runs 40x faster than the wall clock, so a 60 s window closes every ~1.5 s.
-weir generate orders --rate 2000 --step-ms 20 --count $((seconds * 2000)) \
+# It starts in the past and reaches the present at the end (events ahead of the
+# wall clock by more than WEIR_MAX_FUTURE_SKEW_MS would be dead letters).
+start_ms=$(( $(date +%s) * 1000 - seconds * 40000 ))
+weir generate orders --rate 2000 --step-ms 20 --count $((seconds * 2000)) --start-ms "$start_ms" \
   --disorder-ms 8000 --late-fraction 0.002 --malformed-fraction 0.0005 >"$logs/generator.log" 2>&1 &
 pids+=($!)
 echo "demo: generator started (log: $logs/generator.log); results for ${seconds}s:"

@@ -49,4 +49,6 @@ def pipeline_env(kafka_servers, tmp_path):
         "WEIR_INPUT_PARTITIONS": "4",
         "WEIR_DATA_DIR": str(tmp_path / "worker-data"),
         "WEIR_BATCH_MAX_WAIT_MS": "50",
+        "WEIR_IDLE_ADVANCE": "false",  # strict replay: only event time closes windows
+        "WEIR_IDLE_TIMEOUT_MS": "120000",
     }

@@ -2,9 +2,9 @@ import pytest
 from hypothesis import given, strategies as st
 
 from tables.errors import ConfigError
-from tables.windows import TumblingWindow
+from tables.windows import HoppingWindow, SessionWindow, TumblingWindow
 
-W = TumblingWindow(60_000)
+W = TumblingWindow(60_000, 0)
 
 
 @pytest.mark.parametrize(
@@ -27,19 +27,58 @@ def test_event_belongs_to_the_window_floor_ts_over_size(ts, start):
 
 @given(st.integers(min_value=-(2**63), max_value=2**63 - 1), st.integers(1, 10**9))
 def test_window_holds_its_timestamp(ts, size):
-    w = TumblingWindow(size)
+    w = TumblingWindow(size, 0)
     start = w.start_of(ts)
     assert start <= ts < w.end_of(start)
     assert start % size == 0
 
 
 @pytest.mark.parametrize("bad", [0, -1, -60_000])
-def test_size_not_above_zero_fails_naming_the_setting(bad):
-    with pytest.raises(ConfigError, match="WEIR_ORDER_WINDOW_SIZE_MS"):
-        TumblingWindow(bad, setting="WEIR_ORDER_WINDOW_SIZE_MS")
+def test_size_not_above_zero_fails_naming_the_parameter(bad):
+    with pytest.raises(ConfigError, match=r"Window size \(size_ms\) must be larger than zero"):
+        TumblingWindow(bad, 0)
 
 
 @pytest.mark.parametrize("bad", [1.5, "60000", True, None])
 def test_size_that_is_not_an_integer_fails(bad):
     with pytest.raises(ConfigError, match="size_ms"):
-        TumblingWindow(bad)
+        TumblingWindow(bad, 0)
+
+
+def test_negative_allowed_lateness_fails_naming_it():
+    with pytest.raises(ConfigError, match="allowed_lateness_ms"):
+        TumblingWindow(60_000, -1)
+    with pytest.raises(ConfigError, match="allowed_lateness_ms"):
+        SessionWindow(1_000, -1)
+
+
+@pytest.mark.parametrize(
+    "size, advance, match",
+    [(60, 0, "advance_ms"), (60, -5, "advance_ms"), (60, 61, "must not exceed"), (0, 10, "size_ms")],
+)
+def test_invalid_hopping_window_fails_naming_the_parameter(size, advance, match):
+    with pytest.raises(ConfigError, match=match):
+        HoppingWindow(size, advance, 0)
+
+
+def test_session_gap_must_be_above_zero():
+    with pytest.raises(ConfigError, match="inactivity_gap_ms"):
+        SessionWindow(0, 0)
+
+
+@pytest.mark.parametrize(
+    "ts, starts",
+    [(45, [0, 20, 40]), (40, [0, 20, 40]), (39, [-20, 0, 20]), (0, [-40, -20, 0]),
+     (-1, [-60, -40, -20])],
+)
+def test_hopping_event_belongs_to_every_window_holding_it(ts, starts):
+    assert HoppingWindow(60, 20, 0).starts_of(ts) == starts
+
+
+@given(st.integers(-(10**15), 10**15), st.integers(1, 10**6), st.integers(1, 10**6))
+def test_hopping_windows_are_exactly_those_holding_the_timestamp(ts, a, b):
+    size, advance = max(a, b), min(a, b)
+    starts = HoppingWindow(size, advance, 0).starts_of(ts)
+    assert starts and all(s % advance == 0 and s <= ts < s + size for s in starts)
+    assert starts[0] - advance + size <= ts  # the one before no longer holds ts
+    assert starts[-1] + advance > ts  # the one after does not yet
