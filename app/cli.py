@@ -108,8 +108,11 @@ def _register_commands(app, conf) -> None:
             return f"{topic}: {value[:200]!r}"
         if topic == conf.order_metrics_topic:
             return (f"window [{_clock(rec['windowStart'])}, {_clock(rec['windowEnd'])}) "
-                    f"partition {rec['sourcePartition']}: {rec['totalOrders']} orders, "
+                    f"revision {rec['revision']}: {rec['totalOrders']} orders, "
                     f"revenue {rec['totalRevenue']:.2f}, avg {rec['avgOrderValue']:.2f}")
+        if topic == conf.late_events_topic and "eventTimestamp" not in rec:
+            return (f"  late partial: partition {rec['sourcePartition']} window "
+                    f"[{_clock(rec['windowStart'])}, {_clock(rec['windowEnd'])}) after the merge purged it")
         if topic == conf.late_events_topic:
             return (f"  late: {rec['pipeline']} event at {_clock(rec['eventTimestamp'])} for window "
                     f"[{_clock(rec['windowStart'])}, {_clock(rec['windowEnd'])}), "
