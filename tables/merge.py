@@ -5,8 +5,9 @@ window (revision 0 when its own watermark passes the window end, then one per
 late update) and reports its watermark. The merge keeps, per window, the
 latest partial of every source partition and a global watermark: the minimum
 over the source partitions' watermarks, leaving out partitions idle for
-``idle_timeout_ms`` of wall-clock time (as Flink's ``withIdleness``); it never
-goes back. A window is emitted once, revision 0, when the global watermark
+``idle_timeout_ms`` of wall-clock time (as Flink's ``withIdleness``); when
+every partition is idle it is the highest of their watermarks; it never goes
+back. A window is emitted once, revision 0, when the global watermark
 reaches its end, then again (next revision) for each partial that updates it
 within the allowed lateness, and purged once the global watermark passes
 ``end + allowed_lateness``::
@@ -141,7 +142,9 @@ class MergeEngine:
         started = self._started_ms if self._started_ms is not None else now_ms
         active = [p for p in range(self.source_partitions)
                   if now_ms - self._last_seen.get(p, started) < self.idle_timeout_ms]
-        if not active or any(p not in self._watermarks for p in active):
+        if not active:  # everything is quiet: the most advanced partition leads
+            return max(self._watermarks.values(), default=None)
+        if any(p not in self._watermarks for p in active):
             return None
         return min(self._watermarks[p] for p in active)
 

@@ -6,6 +6,7 @@ import asyncio
 import json
 import random
 import shutil
+import time
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -60,6 +61,8 @@ def fixed_input(seed: int = 7, per_partition: int = 250) -> List[Tuple[int, byte
         (0, b"k0", order("edge-closer", w + SIZE_MS + DELAY_MS, 1.0)),  # watermark = window end
         (0, b"k0", order("edge-late", w + SIZE_MS - 1, 99.0)),  # its window just closed: late
     ]
+    future = int(time.time() * 1000) + 600_000  # 10 min ahead of the wall clock
+    messages.append((1, b"k1", order("future", future, 5.0)))
     for p in range(PARTITIONS):  # push every partition's watermark past all windows above
         messages.append((p, f"k{p}".encode(), order(f"flush-{p}", w + 10 * SIZE_MS, 1.0)))
     return messages
@@ -71,16 +74,18 @@ def edge_window_counted(messages, windows) -> bool:
     return bool(starts) and windows[starts[0]][0] >= 2
 
 
-def oracle_for(inputs: List[Record]):
+def oracle_for(inputs: List[Record], lateness_ms: int = 0):
     events, dead = [], []
     for r in inputs:
         reason = dict(MALFORMED).get(r.value)
+        if b'"orderId": "future"' in r.value:
+            reason = "future_timestamp"
         if reason:
             dead.append((r.partition, r.offset, reason))
             continue
         data = json.loads(r.value)
         events.append(InputEvent(r.partition, r.offset, data["timestamp"], data["amount"]))
-    return expected_outputs(events, SIZE_MS, DELAY_MS), sorted(dead)
+    return expected_outputs(events, SIZE_MS, DELAY_MS, lateness_ms), sorted(dead)
 
 
 def summarize(metrics: List[Record], late: List[Record], dead: List[Record]):
@@ -113,7 +118,7 @@ def expected_rows(expected):
     return windows, late
 
 
-async def read_outputs(env, expected, dead_count, settle_s=2.0):
+async def read_outputs(env, expected, dead_count, settle_s=2.0, revisions=0):
     servers = env["KAFKA_BOOTSTRAP_SERVERS"]
     metrics = await read_topic(servers, env["WEIR_TOPIC_ORDER_METRICS"], len(expected.merged()),
                                timeout_s=90, settle_s=settle_s)
@@ -124,35 +129,41 @@ async def read_outputs(env, expected, dead_count, settle_s=2.0):
     return summarize(metrics, late, dead)
 
 
-def assert_exact(got, expected, dead_expected, inputs):
+def assert_exact(got, expected, dead_expected, inputs, lateness_ms=0):
     windows, late, dead, revisions = got
     want_windows, want_late = expected_rows(expected)
     assert windows == want_windows
-    assert all(revs == [0] for revs in revisions.values())  # no lateness allowed: one record each
+    if lateness_ms == 0:
+        assert all(revs == [0] for revs in revisions.values())  # one record per window
+    else:
+        assert any(len(revs) > 1 for revs in revisions.values())  # the input has allowed-late events
     by_offset = {(r.partition, r.offset): json.loads(r.value)["timestamp"] for r in inputs
-                 if r.value not in dict(MALFORMED)}
+                 if r.value not in dict(MALFORMED) and b'"future"' not in r.value}
     assert [row[:4] for row in late] == [row[:4] for row in want_late]
     for p, off, _start, wm, late_by, same_ts in late:
         assert late_by == wm - by_offset[(p, off)] and same_ts
     assert dead == dead_expected
 
 
-async def test_windows_late_events_and_dead_letters_equal_the_batch_oracle(pipeline_env, tmp_path):
+@pytest.mark.parametrize("lateness_ms", [0, 30_000], ids=["no-lateness", "lateness-30s"])
+async def test_windows_late_events_and_dead_letters_equal_the_batch_oracle(
+    pipeline_env, tmp_path, lateness_ms
+):
     messages = fixed_input()
-    env = pipeline_env
+    env = {**pipeline_env, "WEIR_ALLOWED_LATENESS_MS": str(lateness_ms)}
     worker = Worker(env, tmp_path / "worker.log").start()
     try:
         await asyncio.sleep(1)
         await produce(env["KAFKA_BOOTSTRAP_SERVERS"], env["WEIR_TOPIC_ORDERS"], messages)
         inputs = await read_topic(env["KAFKA_BOOTSTRAP_SERVERS"], env["WEIR_TOPIC_ORDERS"],
                                   len(messages), settle_s=0)
-        expected, dead_expected = oracle_for(inputs)
+        expected, dead_expected = oracle_for(inputs, lateness_ms)
         assert expected.late and len(expected.windows) > 8 and dead_expected  # the input covers each path
-        got = await read_outputs(env, expected, len(dead_expected))
+        got = await read_outputs(env, expected, len(dead_expected), revisions=len(expected.emissions))
         worker.assert_running()
     finally:
         worker.stop()
-    assert_exact(got, expected, dead_expected, inputs)
+    assert_exact(got, expected, dead_expected, inputs, lateness_ms)
     assert edge_window_counted(messages, got[0]), "first and last millisecond count in their window"
 
 

@@ -2,10 +2,12 @@
 
 from collections import defaultdict
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from tables.aggregators import CountAndSum
 from tables.engine import Item
+from tables.errors import WeirError
 from tables.sessions import SessionEngine
 from tables.state import InMemoryStore
 from tables.windows import SessionWindow
@@ -117,6 +119,13 @@ def test_partitions_have_their_own_watermarks():
     engine.process(0, items(("a", 500_000)))
     result = engine.process(1, items(("a", 5_000)))
     assert result.late == [] and result.emitted == [] and engine.partitions() == [0, 1]
+
+
+def test_event_without_a_key_is_refused_before_anything_changes():
+    engine = make_engine()
+    with pytest.raises(WeirError, match="offset 1"):
+        engine.process(0, items(("a", 0)) + [Item(1, 5_000, 1.0, None)])
+    assert engine.clock(0).next_offset == 0
 
 
 def test_next_offset_advances_past_inputs_the_engine_never_saw():
