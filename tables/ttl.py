@@ -1,0 +1,98 @@
+"""Per-key state that is not windowed, expiring in event time (a TTL).
+
+Each key's value carries the highest event time that touched it. Once a
+partition's watermark passes ``touched + ttl_ms`` the key is dropped, and the
+store deletes it (a changelog tombstone), so state such as a user's last
+location or a set of seen ids stays bounded::
+
+    ttl 60 s:  put(k, ts=10s) ... watermark 69.999s: kept ... watermark 70s: expired
+
+Writes are buffered per partition and persisted by `flush`, once per batch.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Set, Tuple
+
+from tables.errors import ConfigError
+from tables.state import PartitionStore
+
+
+@dataclass
+class _PartitionKeys:
+    values: Dict[str, Dict[str, Any]]  # key -> {"v": value, "t": touched event time}
+    expiry: List[Tuple[int, str]] = field(default_factory=list)  # heap of (touched + ttl, key)
+    updated: Set[str] = field(default_factory=set)
+    deleted: Set[str] = field(default_factory=set)
+
+
+class TtlState:
+    """Keyed values per source partition with an event-time time-to-live."""
+
+    def __init__(self, ttl_ms: int, store: PartitionStore, setting: str = "ttl_ms") -> None:
+        if isinstance(ttl_ms, bool) or not isinstance(ttl_ms, int) or ttl_ms <= 0:
+            raise ConfigError(f"{setting} must be larger than zero milliseconds, got {ttl_ms!r}")
+        self.ttl_ms = ttl_ms
+        self.store = store
+        self._partitions: Dict[int, _PartitionKeys] = {}
+
+    def _keys(self, partition: int) -> _PartitionKeys:
+        keys = self._partitions.get(partition)
+        if keys is None:
+            _meta, entries = self.store.load(partition)
+            keys = _PartitionKeys(entries)
+            keys.expiry = [(e["t"] + self.ttl_ms, k) for k, e in entries.items()]
+            heapq.heapify(keys.expiry)
+            self._partitions[partition] = keys
+        return keys
+
+    def get(self, partition: int, key: str) -> Optional[Any]:
+        entry = self._keys(partition).values.get(key)
+        return None if entry is None else entry["v"]
+
+    def put(self, partition: int, key: str, value: Any, ts_ms: int) -> None:
+        """Set ``key``; its time-to-live counts from the highest event time that set it."""
+        keys = self._keys(partition)
+        old = keys.values.get(key)
+        touched = ts_ms if old is None else max(old["t"], ts_ms)
+        keys.values[key] = {"v": value, "t": touched}
+        if old is None or touched > old["t"]:
+            heapq.heappush(keys.expiry, (touched + self.ttl_ms, key))
+        keys.updated.add(key)
+        keys.deleted.discard(key)
+
+    def delete(self, partition: int, key: str) -> None:
+        keys = self._keys(partition)
+        if keys.values.pop(key, None) is not None:
+            keys.deleted.add(key)
+            keys.updated.discard(key)
+
+    def expire(self, partition: int, watermark_ms: Optional[int]) -> List[str]:
+        """Drop every key whose time-to-live the watermark has passed; return them."""
+        keys = self._keys(partition)
+        expired = []
+        while watermark_ms is not None and keys.expiry and keys.expiry[0][0] <= watermark_ms:
+            due, key = heapq.heappop(keys.expiry)
+            entry = keys.values.get(key)
+            if entry is not None and entry["t"] + self.ttl_ms == due:  # not touched since
+                self.delete(partition, key)
+                expired.append(key)
+        return expired
+
+    def flush(self, partition: int, meta: Optional[Dict[str, Any]] = None) -> None:
+        """Persist the keys this partition changed since the last flush."""
+        keys = self._keys(partition)
+        if not keys.updated and not keys.deleted:
+            return
+        updated = {k: keys.values[k] for k in keys.updated}
+        self.store.save(partition, meta or {}, updated, sorted(keys.deleted))
+        keys.updated.clear()
+        keys.deleted.clear()
+
+    def forget(self, partition: int) -> None:
+        self._partitions.pop(partition, None)
+
+    def __len__(self) -> int:
+        return sum(len(k.values) for k in self._partitions.values())

@@ -1,0 +1,51 @@
+import pytest
+
+from tables.errors import ConfigError
+from tables.state import InMemoryStore
+from tables.ttl import TtlState
+
+
+def test_key_expires_when_watermark_reaches_touched_plus_ttl():
+    state = TtlState(60_000, InMemoryStore())
+    state.put(0, "user-1", {"city": "Oslo"}, ts_ms=10_000)
+    assert state.expire(0, 69_999) == []
+    assert state.get(0, "user-1") == {"city": "Oslo"}
+    assert state.expire(0, 70_000) == ["user-1"]
+    assert state.get(0, "user-1") is None
+
+
+def test_touching_a_key_again_extends_its_life_from_the_newest_event_time():
+    state = TtlState(60_000, InMemoryStore())
+    state.put(0, "k", 1, ts_ms=10_000)
+    state.put(0, "k", 2, ts_ms=50_000)
+    state.put(0, "k", 3, ts_ms=20_000)  # out of order: does not shorten it
+    assert state.expire(0, 100_000) == []
+    assert state.expire(0, 110_000) == ["k"] and len(state) == 0
+
+
+def test_expired_keys_are_deleted_from_the_store_with_tombstones():
+    store = InMemoryStore()
+    state = TtlState(1_000, store)
+    state.put(0, "a", 1, ts_ms=0)
+    state.put(0, "b", 1, ts_ms=5_000)
+    state.flush(0)
+    assert set(store.entries[0]) == {"a", "b"}
+    state.expire(0, 2_000)
+    state.flush(0)
+    assert set(store.entries[0]) == {"b"}
+
+
+def test_restarted_state_reindexes_expiry_from_the_store():
+    store = InMemoryStore()
+    state = TtlState(1_000, store)
+    state.put(3, "a", "x", ts_ms=100)
+    state.flush(3)
+    restarted = TtlState(1_000, store)
+    assert restarted.get(3, "a") == "x"
+    assert restarted.expire(3, 1_100) == ["a"]
+
+
+@pytest.mark.parametrize("bad", [0, -5, 1.5, None])
+def test_ttl_must_be_positive_and_names_the_setting(bad):
+    with pytest.raises(ConfigError, match="WEIR_FRAUD_DEDUP_TTL_MS"):
+        TtlState(bad, InMemoryStore(), setting="WEIR_FRAUD_DEDUP_TTL_MS")
