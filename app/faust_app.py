@@ -7,6 +7,7 @@ creates the topics it needs (`app.topics.provision`) before it consumes.
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 
 import faust
@@ -23,12 +24,27 @@ settings = Settings.from_env()
 class WeirApp(faust.App):
     """Faust app that provisions its topics before its consumer starts."""
 
+    def _drop_local_state(self) -> None:
+        """Under exactly_once, start from the changelogs (committed data only).
+
+        Local RocksDB may hold writes of a transaction that was then aborted (a
+        crash, or a stop in the middle of a batch); the changelogs never do.
+        """
+        tabledir = self.conf.tabledir
+        if tabledir.exists():
+            log.info("exactly_once: dropping local table state in %s; recovering from changelogs",
+                     tabledir)
+            shutil.rmtree(tabledir)
+            tabledir.mkdir(parents=True)
+
     def _on_autodiscovery_error(self, name: str) -> None:
         # Faust only logs a failed pipeline import and runs without it; stop instead.
         raise WeirError(f"cannot load pipeline module {name}: {sys.exc_info()[1]!r}")
 
     async def on_first_start(self) -> None:
         await super().on_first_start()
+        if settings.processing_guarantee == "exactly_once":
+            self._drop_local_state()
         created = await provision(settings)
         log.info("Topics ready on %s (%d created)", settings.kafka_servers, len(created))
 

@@ -17,11 +17,21 @@ from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
-#: Faust tables of the project, by table name (changelog: <app_id>-<name>-changelog),
-#: and whether they follow the input partitions (True) or are global merges (1 partition).
-TABLES: Dict[str, bool] = {"order-windows": True, "order-merge": False}
-#: Internal topics with one partition: per-partition results on their way to a merge.
-MERGE_TOPICS: List[str] = ["order-partials"]
+#: Faust tables of the pipelines, by table name (changelog: <app_id>-<name>-changelog), and
+#: whether they follow the input partitions (True) or hold a global merge (one partition).
+#: Pipelines register theirs when their module is imported.
+TABLES: Dict[str, bool] = {}
+#: Internal one-partition topics (per-partition results on their way to a merge), by suffix.
+MERGE_TOPICS: List[str] = []
+
+
+def register_table(name: str, per_input: bool) -> None:
+    TABLES[name] = per_input
+
+
+def register_merge_topic(suffix: str) -> None:
+    if suffix not in MERGE_TOPICS:
+        MERGE_TOPICS.append(suffix)
 
 
 def changelog_topic(settings: Settings, table: str) -> str:

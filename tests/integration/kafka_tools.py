@@ -39,8 +39,9 @@ async def produce(servers: str, topic: str, messages: Iterable[Tuple[int, bytes,
 
 
 async def read_topic(servers: str, topic: str, at_least: int = 0, timeout_s: float = 60.0,
-                     settle_s: float = 1.0) -> List[Record]:
-    """Every committed record of ``topic``, waiting until there are ``at_least``.
+                     settle_s: float = 1.0, until=None) -> List[Record]:
+    """Every committed record of ``topic``, waiting until there are ``at_least``
+    (and ``until(records)`` holds, when given).
 
     After the count is reached it keeps reading for ``settle_s`` more, so a
     duplicate emitted late is still seen.
@@ -67,7 +68,7 @@ async def read_topic(servers: str, topic: str, at_least: int = 0, timeout_s: flo
             batches = await consumer.getmany(timeout_ms=200)
             for tp, msgs in batches.items():
                 records += [Record(tp.topic, tp.partition, m.offset, m.key, m.value) for m in msgs]
-            if len(records) >= at_least:
+            if len(records) >= at_least and (until is None or until(records)):
                 settle_until = settle_until or loop.time() + settle_s
                 if loop.time() >= settle_until:
                     break

@@ -1,0 +1,138 @@
+"""Windowed views merged across partitions, on Faust tables: the shape every pipeline reuses.
+
+A `MergedView` is one fixed-window aggregation (tumbling or hopping) of a
+pipeline: a `WindowEngine` per source partition over the table
+``<name>-windows`` (co-partitioned with the input), and a `MergeEngine` over
+the one-partition table ``<name>-merge``. Partial results and watermarks
+travel on the pipeline's one-partition partials topic as JSON records tagged
+with the view's name; a `ViewMerger` agent hands each record to its view.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Awaitable, Callable, Dict, List, Sequence
+
+from faust.types import TP, EventT
+
+from app.clock import wall_clock_ms
+from app.settings import Settings
+from app.sinks import Sink
+from app.topics import register_table
+from tables.aggregators import Aggregator
+from tables.engine import BatchResult, FixedWindow, Item, WindowEngine
+from tables.faust_store import FaustTableStore
+from tables.merge import MergeEngine, MergeResult
+
+OnMerged = Callable[["MergedView", MergeResult], Awaitable[None]]
+
+
+class MergedView:
+    """One windowed aggregation of a pipeline, per partition and merged."""
+
+    def __init__(self, app: Any, settings: Settings, name: str, window: FixedWindow,
+                 aggregator: Aggregator, source_topic: str, partials_topic: str,
+                 sink: Sink) -> None:
+        self.name = name
+        self.source_topic = source_topic
+        self.partials_topic = partials_topic
+        self.sink = sink
+        register_table(f"{name}-windows", per_input=True)
+        register_table(f"{name}-merge", per_input=False)
+        self.window_store = FaustTableStore(app.Table(f"{name}-windows",
+                                                      partitions=settings.input_partitions))
+        self.merge_store = FaustTableStore(app.Table(f"{name}-merge", partitions=1))
+        self.engine = WindowEngine(window, settings.max_out_of_orderness_ms, aggregator,
+                                   self.window_store, settings.max_future_skew_ms, wall_clock_ms)
+        self.merger = MergeEngine(settings.input_partitions, aggregator,
+                                  window.allowed_lateness_ms, settings.idle_timeout_ms,
+                                  self.merge_store)
+
+    def process(self, partition: int, items: Sequence[Item[EventT]], last: EventT) -> BatchResult:
+        """Fold one partition's batch; ``last`` is its last input (write context, next offset)."""
+        self.window_store.bind(last)
+        return self.engine.process(partition, items, next_offset=last.message.offset + 1)
+
+    async def send_partials(self, partition: int, result: BatchResult) -> None:
+        """Partial results of the partition's emitted windows, then its watermark."""
+        source = TP(self.source_topic, partition)
+        for w in result.emitted:
+            await self.sink.send(self.partials_topic, b"0", {
+                "view": self.name, "kind": "partial", "partition": partition,
+                "windowStart": w.start_ms, "windowEnd": w.end_ms, "acc": w.acc,
+                "revision": w.revision}, source, partition=0)
+        if result.watermark_ms is not None:
+            await self.sink.send(self.partials_topic, b"0", {
+                "view": self.name, "kind": "watermark", "partition": partition,
+                "watermarkMs": result.watermark_ms}, source, partition=0)
+
+    async def advance_idle(self, now_ms: int, idle_timeout_ms: int) -> None:
+        for partition in self.engine.partitions():
+            await self.send_partials(partition,
+                                     self.engine.advance_idle(partition, now_ms, idle_timeout_ms))
+
+    def forget(self, partition: int) -> None:
+        self.engine.forget(partition)
+        self.window_store.forget(partition)
+
+
+class ViewMerger:
+    """Feeds the records of a partials topic to the merge stage of their views."""
+
+    def __init__(self, views: List[MergedView], on_merged: OnMerged) -> None:
+        self.views = {v.name: v for v in views}
+        self.on_merged = on_merged
+
+    async def merge(self, events: Sequence[EventT]) -> None:
+        """Merge one batch of partial records (all from the partials topic's one partition)."""
+        now_ms = wall_clock_ms()
+        results: Dict[str, MergeResult] = {name: MergeResult() for name in self.views}
+        for view in self.views.values():
+            if not view.merger.loaded:
+                view.merger.load(now_ms)
+        for event in events:
+            rec = event.value
+            view = self.views[rec["view"]]
+            merger = view.merger
+            if event.message.offset < merger.next_offset:
+                continue
+            if rec["kind"] == "partial":
+                merger.on_partial(rec["partition"], rec["windowStart"], rec["windowEnd"],
+                                  rec["acc"], now_ms, results[view.name])
+            else:
+                merger.on_watermark(rec["partition"], rec["watermarkMs"], now_ms,
+                                    results[view.name])
+        for view in self.views.values():
+            view.merger.next_offset = events[-1].message.offset + 1
+            view.merge_store.bind(events[-1])
+            view.merger.save()
+            await self.on_merged(view, results[view.name])
+
+    async def tick(self, now_ms: int) -> None:
+        """Let idleness move the global watermarks while no partial arrives."""
+        for view in self.views.values():
+            if view.merger.loaded:
+                result = MergeResult()
+                view.merger.advance(now_ms, result)
+                if result.emitted or result.late:
+                    view.merger.save()
+                    await self.on_merged(view, result)
+
+    def forget(self) -> None:
+        for view in self.views.values():
+            view.merger.forget()
+
+
+async def finish_batch(coro: Awaitable[None]) -> None:
+    """Run a whole batch to its end, even when the agent is being stopped.
+
+    Faust's ``take_events`` acks every event of the batch in progress when its
+    agent is cancelled (a stop or a rebalance), processed or not; its offsets
+    are then committed. So the batch must finish before the cancellation goes on.
+    """
+    task = asyncio.ensure_future(coro)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
