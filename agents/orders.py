@@ -20,7 +20,7 @@ from app.models import BadEvent, OrderMetrics, decode_order
 from app.partitions import split_by_partition
 from app.sinks import Sink, future_timestamp, send_dead_letter, send_late_event
 from app.topics import register_merge_topic
-from app.windowed import MergedView, ViewMerger, finish_batch
+from app.windowed import MergedView, ViewMerger, batch_gate
 from tables.aggregators import CountAndSum
 from tables.engine import Item
 from tables.merge import MergeResult
@@ -46,7 +46,7 @@ async def order_windows(stream):
     """Consume orders in batches; each batch is split by source partition."""
     async for events in stream.take_events(settings.batch_max_events,
                                            settings.batch_max_wait_ms / 1000):
-        await finish_batch(process_batch(events))
+        await batch_gate.run(events, lambda: process_batch(events))
 
 
 async def process_batch(events: Sequence[EventT]) -> None:
@@ -102,7 +102,7 @@ async def order_metrics(stream):
     """Merge the partitions' partial totals into global windows."""
     async for events in stream.take_events(settings.batch_max_events,
                                            settings.batch_max_wait_ms / 1000):
-        await finish_batch(merger.merge(events))
+        await batch_gate.run(events, lambda: merger.merge(events))
 
 
 @app.timer(interval=1.0)

@@ -24,6 +24,14 @@ settings = Settings.from_env()
 class WeirApp(faust.App):
     """Faust app that provisions its topics before its consumer starts."""
 
+    async def on_stop(self) -> None:
+        # Finish the batch in progress before Faust closes tables and flushes.
+        from app.windowed import batch_gate
+
+        log.info("Stopping: finishing the batch in progress")
+        await batch_gate.close()
+        await super().on_stop()
+
     def _drop_local_state(self) -> None:
         """Under exactly_once, start from the changelogs (committed data only).
 

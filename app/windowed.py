@@ -123,16 +123,45 @@ class ViewMerger:
             view.merger.forget()
 
 
-async def finish_batch(coro: Awaitable[None]) -> None:
-    """Run a whole batch to its end, even when the agent is being stopped.
+class BatchGate:
+    """Lets a worker stop between batches, never inside one, and lose nothing.
 
-    Faust's ``take_events`` acks every event of the batch in progress when its
-    agent is cancelled (a stop or a rebalance), processed or not; its offsets
-    are then committed. So the batch must finish before the cancellation goes on.
+    Faust's ``take_events`` acks every event of the batch in hand when its agent
+    is cancelled, processed or not, and its stop closes tables and flushes the
+    producer before it cancels agents. So a stop first closes this gate: the
+    batch in progress finishes (state, changelog and outputs), later batches are
+    refused and their events marked so that Faust does not commit them (they
+    are consumed again after the restart).
     """
-    task = asyncio.ensure_future(coro)
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await task
-        raise
+
+    def __init__(self) -> None:
+        self.closed = False
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def run(self, events: Sequence[EventT], work: Callable[[], Awaitable[None]]) -> None:
+        if self.closed:
+            for event in events:
+                event.message.acked = True  # Faust's ack becomes a no-op: not committed
+            await asyncio.Future()  # wait for the agent's cancellation
+        self._in_flight += 1
+        self._idle.clear()
+        task = asyncio.ensure_future(work())
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await task
+            raise
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+
+    async def close(self, timeout_s: float = 60.0) -> None:
+        """Refuse new batches and wait for the ones in progress."""
+        self.closed = True
+        await asyncio.wait_for(self._idle.wait(), timeout_s)
+
+
+batch_gate = BatchGate()
