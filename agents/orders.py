@@ -18,7 +18,7 @@ from app.clock import wall_clock_ms
 from app.faust_app import app, settings
 from app.models import BadEvent, OrderMetrics, decode_order
 from app.partitions import split_by_partition
-from app.sinks import Sink, future_timestamp, send_dead_letter, send_late_event
+from app.sinks import Sender, Sink, future_timestamp, send_dead_letter, send_late_event
 from app.topics import register_merge_topic
 from app.windowed import MergedView, ViewMerger, batch_gate
 from tables.aggregators import CountAndSum
@@ -55,46 +55,47 @@ async def process_batch(events: Sequence[EventT]) -> None:
 
 
 async def process_orders(partition: int, events: Sequence[EventT]) -> None:
-    # decode: skip what an earlier run already folded in; bad input -> dead letters
-    clock = totals.engine.clock(partition)
-    items: List[Item[EventT]] = []
-    for event in events:
-        if clock.is_replay(event.message.offset):
-            continue
-        try:
-            order = decode_order(event.value)
-        except BadEvent as exc:
-            await send_dead_letter(sink, settings.dead_letters_topic, PIPELINE, exc, event)
-            continue
-        items.append(Item(event.message.offset, order.timestamp, order.amount, event))
-    # window: fold into tumbling windows under the partition's watermark
-    result = totals.process(partition, items, events[-1])
-    # sink: partial totals to the merge, late orders, orders from the future
-    await totals.send_partials(partition, result)
-    for late in result.late:
-        await send_late_event(sink, settings.late_events_topic, PIPELINE, late)
-    for item in result.too_far_ahead:
-        await send_dead_letter(sink, settings.dead_letters_topic, PIPELINE,
-                               future_timestamp(item.ts_ms, settings.max_future_skew_ms), item.source)
+    async with sink.batch(TP(settings.orders_topic, partition)) as out:
+        # decode: skip what an earlier run already folded in; bad input -> dead letters
+        clock = totals.engine.clock(partition)
+        items: List[Item[EventT]] = []
+        for event in events:
+            if clock.is_replay(event.message.offset):
+                continue
+            try:
+                order = decode_order(event.value)
+            except BadEvent as exc:
+                await send_dead_letter(out, settings.dead_letters_topic, PIPELINE, exc, event)
+                continue
+            items.append(Item(event.message.offset, order.timestamp, order.amount, event))
+        # window: fold into tumbling windows under the partition's watermark
+        result = totals.process(partition, items, events[-1])
+        # sink: state, partial totals to the merge, late orders, orders from the future
+        await totals.publish(out, partition, result)
+        for late in result.late:
+            await send_late_event(out, settings.late_events_topic, PIPELINE, late)
+        for item in result.too_far_ahead:
+            await send_dead_letter(out, settings.dead_letters_topic, PIPELINE,
+                                   future_timestamp(item.ts_ms, settings.max_future_skew_ms),
+                                   item.source)
 
 
-async def publish_totals(view: MergedView, result: MergeResult) -> None:
-    source = TP(partials_topic.get_topic_name(), 0)
+async def publish_totals(view: MergedView, result: MergeResult, out: Sender) -> None:
     for w in result.emitted:
         count, revenue = w.acc
-        await sink.send(settings.order_metrics_topic, str(w.start_ms).encode(), OrderMetrics(
+        await out.send(settings.order_metrics_topic, str(w.start_ms).encode(), OrderMetrics(
             windowStart=w.start_ms, windowEnd=w.end_ms, totalOrders=count, totalRevenue=revenue,
-            avgOrderValue=revenue / count if count else 0.0, revision=w.revision).asdict(), source)
+            avgOrderValue=revenue / count if count else 0.0, revision=w.revision).asdict())
         log.info("orders window [%d, %d) revision %d: %d orders, revenue %.2f",
                  w.start_ms, w.end_ms, w.revision, count, revenue)
     for late in result.late:
-        await sink.send(settings.late_events_topic, str(late.start_ms).encode(), {
+        await out.send(settings.late_events_topic, str(late.start_ms).encode(), {
             "pipeline": PIPELINE, "kind": "partial", "sourcePartition": late.source_partition,
             "windowStart": late.start_ms, "windowEnd": late.end_ms, "partial": late.acc,
-            "watermark": late.watermark_ms}, source)
+            "watermark": late.watermark_ms})
 
 
-merger = ViewMerger([totals], publish_totals)
+merger = ViewMerger([totals], partials_topic.get_topic_name(), sink, publish_totals)
 
 
 @app.agent(partials_topic)

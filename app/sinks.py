@@ -1,56 +1,95 @@
-"""Outputs of every pipeline, sent in the transaction of the input that caused them.
+"""Outputs of every pipeline, in one transaction with the state changes that caused them.
 
 Under ``exactly_once`` Faust keeps one transactional producer per source
-partition and commits the consumed offsets with it. But its ``Topic.send``
-picks the transaction from the *destination* partition, and a topic the app
-does not consume has no transaction at all, so such outputs leave outside
-any transaction (faust-streaming issue #177). `Sink.send` names the
-transaction of the source partition instead: the outputs of a batch, its
-changelog writes and its offsets commit or abort together.
+partition and, now and then, commits it together with the consumed offsets.
+Two things go wrong if pipelines simply call ``Topic.send``:
+
+- Faust picks the transaction from the *destination* partition, and a topic
+  the app does not consume has none at all, so outputs leave outside any
+  transaction (faust-streaming issue #177);
+- Faust's periodic commit may land in the middle of a batch, committing half
+  of its outputs.
+
+`Sink.batch(source)` fixes both: it holds the source partition's transaction
+for the whole batch (Faust's commit waits for it), and every output and
+changelog record of the batch is sent with that partition's producer. A
+batch's outputs and its state (including the next source offset, see
+`tables.state`) therefore commit or abort together, and a replay after a
+crash is recognised by its offsets and skipped.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Dict, Optional
 
 import orjson
 from faust.types import TP, AppT, EventT
 
 from app.models import BadEvent, LateEvent, dead_letter
 from tables.engine import LateItem
+from tables.errors import WeirError
+
+
+class Sender:
+    """Sends the outputs of one batch (or timer tick) of one source partition."""
+
+    def __init__(self, producer: Any, transactional: bool) -> None:
+        self._producer = producer
+        self.transactional = transactional
+
+    async def send(self, topic: str, key: Optional[bytes], value: Any,
+                   partition: Optional[int] = None) -> None:
+        data = value if value is None or isinstance(value, bytes) else orjson.dumps(value)
+        if self.transactional:
+            await self._producer.send(topic, data, key=key, partition=partition)
+        else:
+            await self._producer.send(topic, key, data, partition, None, None)
+
+    async def commit(self) -> None:
+        """Commit now (timer output: no input offsets to wait for)."""
+        if self.transactional:
+            await self._producer.commit_transaction()
+            await self._producer.begin_transaction()
 
 
 class Sink:
-    """Sends JSON outputs within the transaction of their source partition."""
+    """Opens a `Sender` in the transaction of a source partition."""
 
     def __init__(self, app: AppT) -> None:
         self.app = app
 
-    def transactional_id(self, source: TP) -> Optional[str]:
-        """Faust's transactional id of a consumed partition (None without exactly_once)."""
-        if not self.app.in_transaction:
-            return None
+    def transactional_id(self, source: TP) -> str:
+        """Faust's transactional id of a consumed partition."""
         group = self.app.assignor.group_for_topic(source.topic)
         return f"{self.app.conf.id}-{group}-{source.partition}"
 
-    async def send(self, topic: str, key: Optional[bytes], value: Any, source: TP,
-                   partition: Optional[int] = None) -> None:
-        data = value if isinstance(value, bytes) else orjson.dumps(value)
-        await self.app.producer.send(topic, key, data, partition, None, None,
-                                     transactional_id=self.transactional_id(source))
+    @asynccontextmanager
+    async def batch(self, source: TP) -> AsyncIterator[Sender]:
+        producer = self.app.producer
+        if not self.app.in_transaction:
+            yield Sender(producer, transactional=False)
+            return
+        tid = self.transactional_id(source)
+        txn_producer = producer._transaction_producers.get(tid)
+        if txn_producer is None:
+            raise WeirError(f"no transaction for {source.topic}[{source.partition}] ({tid}): "
+                            "is the partition still assigned to this worker?")
+        async with producer._trn_locks[tid]:  # Faust's commit of this partition waits
+            yield Sender(txn_producer, transactional=True)
 
 
-async def send_dead_letter(sink: Sink, topic: str, pipeline: str, exc: BadEvent,
+async def send_dead_letter(out: Sender, topic: str, pipeline: str, exc: BadEvent,
                            event: EventT) -> None:
     msg = event.message
     record = dead_letter(pipeline, exc, event.value, msg.topic, msg.partition, msg.offset)
-    await sink.send(topic, msg.key, record.asdict(), msg.tp)
+    await out.send(topic, msg.key, record.asdict())
 
 
-async def send_late_event(sink: Sink, topic: str, pipeline: str, late: LateItem[EventT]) -> None:
+async def send_late_event(out: Sender, topic: str, pipeline: str, late: LateItem[EventT]) -> None:
     event = late.item.source
     msg = event.message
-    await sink.send(
+    await out.send(
         topic,
         msg.key,
         LateEvent(
@@ -65,7 +104,6 @@ async def send_late_event(sink: Sink, topic: str, pipeline: str, late: LateItem[
             sourcePartition=msg.partition,
             sourceOffset=msg.offset,
         ).asdict(),
-        msg.tp,
     )
 
 

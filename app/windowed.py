@@ -17,14 +17,14 @@ from faust.types import TP, EventT
 
 from app.clock import wall_clock_ms
 from app.settings import Settings
-from app.sinks import Sink
+from app.sinks import Sender, Sink
 from app.topics import register_table
 from tables.aggregators import Aggregator
 from tables.engine import BatchResult, FixedWindow, Item, WindowEngine
 from tables.faust_store import FaustTableStore
 from tables.merge import MergeEngine, MergeResult
 
-OnMerged = Callable[["MergedView", MergeResult], Awaitable[None]]
+OnMerged = Callable[["MergedView", MergeResult, "Sender"], Awaitable[None]]
 
 
 class MergedView:
@@ -53,23 +53,27 @@ class MergedView:
         self.window_store.bind(last)
         return self.engine.process(partition, items, next_offset=last.message.offset + 1)
 
-    async def send_partials(self, partition: int, result: BatchResult) -> None:
-        """Partial results of the partition's emitted windows, then its watermark."""
-        source = TP(self.source_topic, partition)
+    async def publish(self, out: Sender, partition: int, result: BatchResult) -> None:
+        """The batch's state changes, its windows' partial results, then its watermark."""
+        await self.window_store.flush_changelog(out)
         for w in result.emitted:
-            await self.sink.send(self.partials_topic, b"0", {
+            await out.send(self.partials_topic, b"0", {
                 "view": self.name, "kind": "partial", "partition": partition,
                 "windowStart": w.start_ms, "windowEnd": w.end_ms, "acc": w.acc,
-                "revision": w.revision}, source, partition=0)
+                "revision": w.revision}, partition=0)
         if result.watermark_ms is not None:
-            await self.sink.send(self.partials_topic, b"0", {
+            await out.send(self.partials_topic, b"0", {
                 "view": self.name, "kind": "watermark", "partition": partition,
-                "watermarkMs": result.watermark_ms}, source, partition=0)
+                "watermarkMs": result.watermark_ms}, partition=0)
 
     async def advance_idle(self, now_ms: int, idle_timeout_ms: int) -> None:
+        """Idle partitions: event time follows the wall clock; what closes is committed now."""
         for partition in self.engine.partitions():
-            await self.send_partials(partition,
-                                     self.engine.advance_idle(partition, now_ms, idle_timeout_ms))
+            async with self.sink.batch(TP(self.source_topic, partition)) as out:
+                result = self.engine.advance_idle(partition, now_ms, idle_timeout_ms)
+                if result.watermark_ms is not None:
+                    await self.publish(out, partition, result)
+                    await out.commit()
 
     def forget(self, partition: int) -> None:
         self.engine.forget(partition)
@@ -79,8 +83,11 @@ class MergedView:
 class ViewMerger:
     """Feeds the records of a partials topic to the merge stage of their views."""
 
-    def __init__(self, views: List[MergedView], on_merged: OnMerged) -> None:
+    def __init__(self, views: List[MergedView], partials_topic: str, sink: Sink,
+                 on_merged: OnMerged) -> None:
         self.views = {v.name: v for v in views}
+        self.source = TP(partials_topic, 0)
+        self.sink = sink
         self.on_merged = on_merged
 
     async def merge(self, events: Sequence[EventT]) -> None:
@@ -102,21 +109,27 @@ class ViewMerger:
             else:
                 merger.on_watermark(rec["partition"], rec["watermarkMs"], now_ms,
                                     results[view.name])
-        for view in self.views.values():
-            view.merger.next_offset = events[-1].message.offset + 1
-            view.merge_store.bind(events[-1])
-            view.merger.save()
-            await self.on_merged(view, results[view.name])
+        async with self.sink.batch(self.source) as out:
+            for view in self.views.values():
+                view.merger.next_offset = events[-1].message.offset + 1
+                view.merge_store.bind(events[-1])
+                view.merger.save()
+                await view.merge_store.flush_changelog(out)
+                await self.on_merged(view, results[view.name], out)
 
     async def tick(self, now_ms: int) -> None:
         """Let idleness move the global watermarks while no partial arrives."""
         for view in self.views.values():
-            if view.merger.loaded:
+            if not view.merger.loaded:
+                continue
+            async with self.sink.batch(self.source) as out:
                 result = MergeResult()
                 view.merger.advance(now_ms, result)
                 if result.emitted or result.late:
                     view.merger.save()
-                    await self.on_merged(view, result)
+                    await view.merge_store.flush_changelog(out)
+                    await self.on_merged(view, result, out)
+                    await out.commit()
 
     def forget(self) -> None:
         for view in self.views.values():

@@ -10,14 +10,20 @@ to whichever worker is assigned P. Table keys (JSON values)::
     "<P>|e|<key>"    -> one entry (a window's accumulator, a key's sessions)
 
 Deleting an entry writes a tombstone to the changelog.
+
+`save` writes RocksDB at once but only queues the changelog records;
+`flush_changelog` sends them with the batch's sender, in the same Kafka
+transaction as the batch's outputs (Faust's own changelog sends would leave
+on a producer and at a moment of Faust's choosing).
 """
 
 from __future__ import annotations
 
 import weakref
 from contextlib import contextmanager
-from typing import Iterable, Iterator, Optional, Tuple
+from typing import Any, Iterable, Iterator, List, Optional, Tuple
 
+import orjson
 from faust.streams import _current_event
 from faust.types import EventT, TableT
 
@@ -40,6 +46,7 @@ class FaustTableStore:
     def __init__(self, table: TableT) -> None:
         self.table = table
         self._events: dict = {}
+        self._changelog: List[Tuple[int, bytes, Optional[bytes]]] = []
 
     def bind(self, event: EventT) -> "FaustTableStore":
         """Use ``event`` as the write context of its partition (kept for timers)."""
@@ -63,12 +70,24 @@ class FaustTableStore:
         event: Optional[EventT] = self._events.get(partition)
         if event is None:
             raise RuntimeError(f"FaustTableStore.save for partition {partition} needs bind(event) first")
-        table = self.table
+        data = self.table.data  # the store itself: no changelog send of Faust's
+        queue = self._changelog
         with current_event(event):
             for key in deleted:
                 table_key = f"{partition}|e|{key}"
-                if key not in updated and table_key in table:
-                    del table[table_key]
+                if key not in updated and table_key in data:
+                    del data[table_key]
+                    queue.append((partition, orjson.dumps(table_key), None))
             for key, value in updated.items():
-                table[f"{partition}|e|{key}"] = value
-            table[f"{partition}|m"] = meta
+                table_key = f"{partition}|e|{key}"
+                data[table_key] = value
+                queue.append((partition, orjson.dumps(table_key), orjson.dumps(value)))
+            data[f"{partition}|m"] = meta
+            queue.append((partition, orjson.dumps(f"{partition}|m"), orjson.dumps(meta)))
+
+    async def flush_changelog(self, out: Any) -> None:
+        """Send the queued changelog records with ``out`` (a `app.sinks.Sender`)."""
+        topic = self.table.changelog_topic.get_topic_name()
+        queue, self._changelog = self._changelog, []
+        for partition, key, value in queue:
+            await out.send(topic, key, value, partition=partition)
