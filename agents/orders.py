@@ -78,6 +78,7 @@ async def process_orders(partition: int, events: Sequence[EventT]) -> None:
             await send_dead_letter(out, settings.dead_letters_topic, PIPELINE,
                                    future_timestamp(item.ts_ms, settings.max_future_skew_ms),
                                    item.source)
+        out.consumed(events[-1].message.tp, events[-1].message.offset + 1)
 
 
 async def publish_totals(view: MergedView, result: MergeResult, out: Sender) -> None:

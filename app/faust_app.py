@@ -65,6 +65,7 @@ app = WeirApp(
     autodiscover=["agents"],
     origin="app",
     processing_guarantee=settings.processing_guarantee,
+    broker_commit_interval=settings.commit_interval_ms / 1000,
     topic_partitions=settings.input_partitions,
     topic_replication_factor=settings.replication_factor,
     consumer_auto_offset_reset="earliest",

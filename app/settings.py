@@ -131,6 +131,11 @@ SPECS: Dict[str, Spec] = {
         "WEIR_PROCESSING_GUARANTEE", "at_least_once", _choice("at_least_once", "exactly_once"),
         "Faust processing guarantee.",
     ),
+    "commit_interval_ms": Spec(
+        "WEIR_COMMIT_INTERVAL_MS", "200", _int(1),
+        "How often consumed offsets are committed; under exactly_once also how often "
+        "transactions commit, so results become visible to read_committed consumers.",
+    ),
     "web_host": Spec("WEIR_WEB_HOST", "127.0.0.1", _text, "Interface of the worker's web server."),
     "web_port": Spec("WEIR_WEB_PORT", "6066", _int(1, 65535), "Port of the worker's web server."),
     "web_tables_enabled": Spec(
@@ -163,6 +168,7 @@ class Settings:
     batch_max_events: int
     batch_max_wait_ms: int
     processing_guarantee: str
+    commit_interval_ms: int
     web_host: str
     web_port: int
     web_tables_enabled: str

@@ -21,9 +21,10 @@ crash is recognised by its offsets and skipped.
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Dict, Optional
+from typing import Any, AsyncIterator, Callable, Dict, List, Optional
 
 import orjson
+from aiokafka import TopicPartition
 from faust.types import TP, AppT, EventT
 
 from app.models import BadEvent, LateEvent, dead_letter
@@ -37,6 +38,8 @@ class Sender:
     def __init__(self, producer: Any, transactional: bool) -> None:
         self._producer = producer
         self.transactional = transactional
+        self.offsets: Dict[TopicPartition, int] = {}
+        self._after_commit: List[Callable[[], None]] = []
 
     async def send(self, topic: str, key: Optional[bytes], value: Any,
                    partition: Optional[int] = None) -> None:
@@ -46,15 +49,31 @@ class Sender:
         else:
             await self._producer.send(topic, key, data, partition, None, None)
 
-    async def commit(self) -> None:
-        """Commit now (timer output: no input offsets to wait for)."""
+    def consumed(self, source: TP, next_offset: int) -> None:
+        """The batch consumed ``source`` up to ``next_offset``: commit that with it."""
+        self.offsets[TopicPartition(source.topic, source.partition)] = next_offset
+
+    def after_commit(self, apply: Callable[[], None]) -> None:
+        """Run ``apply`` (local state writes) once the batch is committed."""
+        self._after_commit.append(apply)
+
+    async def _commit(self, group_id: str) -> None:
         if self.transactional:
+            if self.offsets:
+                await self._producer.send_offsets_to_transaction(self.offsets, group_id)
             await self._producer.commit_transaction()
+            await self._producer.begin_transaction()
+        for apply in self._after_commit:
+            apply()
+
+    async def _abort(self) -> None:
+        if self.transactional:
+            await self._producer.abort_transaction()
             await self._producer.begin_transaction()
 
 
 class Sink:
-    """Opens a `Sender` in the transaction of a source partition."""
+    """Opens a `Sender` in the transaction of a source partition; one transaction a batch."""
 
     def __init__(self, app: AppT) -> None:
         self.app = app
@@ -66,17 +85,30 @@ class Sink:
 
     @asynccontextmanager
     async def batch(self, source: TP) -> AsyncIterator[Sender]:
+        """Everything sent in the block commits (with the offsets it consumed) or aborts.
+
+        Local state writes registered with `Sender.after_commit` are applied
+        only after the commit, so local state never runs ahead of Kafka.
+        """
         producer = self.app.producer
         if not self.app.in_transaction:
-            yield Sender(producer, transactional=False)
+            out = Sender(producer, transactional=False)
+            yield out
+            await out._commit(self.app.conf.id)
             return
         tid = self.transactional_id(source)
         txn_producer = producer._transaction_producers.get(tid)
         if txn_producer is None:
             raise WeirError(f"no transaction for {source.topic}[{source.partition}] ({tid}): "
                             "is the partition still assigned to this worker?")
-        async with producer._trn_locks[tid]:  # Faust's commit of this partition waits
-            yield Sender(txn_producer, transactional=True)
+        async with producer._trn_locks[tid]:  # Faust's own commit of this partition waits
+            out = Sender(txn_producer, transactional=True)
+            try:
+                yield out
+            except BaseException:
+                await out._abort()
+                raise
+            await out._commit(self.app.conf.id)
 
 
 async def send_dead_letter(out: Sender, topic: str, pipeline: str, exc: BadEvent,

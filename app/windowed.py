@@ -73,7 +73,6 @@ class MergedView:
                 result = self.engine.advance_idle(partition, now_ms, idle_timeout_ms)
                 if result.watermark_ms is not None:
                     await self.publish(out, partition, result)
-                    await out.commit()
 
     def forget(self, partition: int) -> None:
         self.engine.forget(partition)
@@ -116,6 +115,7 @@ class ViewMerger:
                 view.merger.save()
                 await view.merge_store.flush_changelog(out)
                 await self.on_merged(view, results[view.name], out)
+            out.consumed(events[-1].message.tp, events[-1].message.offset + 1)
 
     async def tick(self, now_ms: int) -> None:
         """Let idleness move the global watermarks while no partial arrives."""
@@ -129,7 +129,6 @@ class ViewMerger:
                     view.merger.save()
                     await view.merge_store.flush_changelog(out)
                     await self.on_merged(view, result, out)
-                    await out.commit()
 
     def forget(self) -> None:
         for view in self.views.values():

@@ -11,10 +11,11 @@ to whichever worker is assigned P. Table keys (JSON values)::
 
 Deleting an entry writes a tombstone to the changelog.
 
-`save` writes RocksDB at once but only queues the changelog records;
-`flush_changelog` sends them with the batch's sender, in the same Kafka
-transaction as the batch's outputs (Faust's own changelog sends would leave
-on a producer and at a moment of Faust's choosing).
+`save` only queues the writes; `flush_changelog` sends them with the batch's
+sender, in the same Kafka transaction as the batch's outputs (Faust's own
+changelog sends would leave on a producer and at a moment of Faust's
+choosing), and writes RocksDB once that transaction has committed, so the
+local state never holds what an aborted transaction wrote.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class FaustTableStore:
     def __init__(self, table: TableT) -> None:
         self.table = table
         self._events: dict = {}
-        self._changelog: List[Tuple[int, bytes, Optional[bytes]]] = []
+        self._changelog: List[Tuple[int, str, Any]] = []  # (partition, key, value or None)
 
     def bind(self, event: EventT) -> "FaustTableStore":
         """Use ``event`` as the write context of its partition (kept for timers)."""
@@ -70,24 +71,33 @@ class FaustTableStore:
         event: Optional[EventT] = self._events.get(partition)
         if event is None:
             raise RuntimeError(f"FaustTableStore.save for partition {partition} needs bind(event) first")
-        data = self.table.data  # the store itself: no changelog send of Faust's
-        queue = self._changelog
-        with current_event(event):
-            for key in deleted:
-                table_key = f"{partition}|e|{key}"
-                if key not in updated and table_key in data:
-                    del data[table_key]
-                    queue.append((partition, orjson.dumps(table_key), None))
-            for key, value in updated.items():
-                table_key = f"{partition}|e|{key}"
-                data[table_key] = value
-                queue.append((partition, orjson.dumps(table_key), orjson.dumps(value)))
-            data[f"{partition}|m"] = meta
-            queue.append((partition, orjson.dumps(f"{partition}|m"), orjson.dumps(meta)))
+        ops = self._changelog
+        for key in deleted:
+            if key not in updated:
+                ops.append((partition, f"{partition}|e|{key}", None))
+        for key, value in updated.items():
+            ops.append((partition, f"{partition}|e|{key}", value))
+        ops.append((partition, f"{partition}|m", meta))
 
     async def flush_changelog(self, out: Any) -> None:
-        """Send the queued changelog records with ``out`` (a `app.sinks.Sender`)."""
+        """Send the queued writes to the changelog with ``out`` (an `app.sinks.Sender`), and
+        apply them to RocksDB once ``out`` has committed them."""
         topic = self.table.changelog_topic.get_topic_name()
-        queue, self._changelog = self._changelog, []
-        for partition, key, value in queue:
-            await out.send(topic, key, value, partition=partition)
+        ops, self._changelog = self._changelog, []
+        for partition, key, value in ops:
+            await out.send(topic, orjson.dumps(key),
+                           None if value is None else orjson.dumps(value), partition=partition)
+        out.after_commit(lambda: self._apply_local(ops))
+
+    def _apply_local(self, ops: List[Tuple[int, str, Any]]) -> None:
+        data = self.table.data  # the store itself: no changelog send of Faust's
+        for partition, key, value in ops:
+            event = self._events.get(partition)
+            if event is None:
+                continue  # the partition left this worker meanwhile
+            with current_event(event):
+                if value is None:
+                    if key in data:
+                        del data[key]
+                else:
+                    data[key] = value

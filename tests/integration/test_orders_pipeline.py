@@ -172,7 +172,7 @@ async def test_windows_late_events_and_dead_letters_equal_the_batch_oracle(
     assert edge_window_counted(messages, got[0]), "first and last millisecond count in their window"
 
 
-async def produce_slowly(servers, topic, messages, chunk=25, pause_s=0.05):
+async def produce_slowly(servers, topic, messages, chunk=25, pause_s=0.15):
     for i in range(0, len(messages), chunk):
         await produce(servers, topic, messages[i:i + chunk])
         await asyncio.sleep(pause_s)
