@@ -110,10 +110,14 @@ async def order_metrics(stream):
 @app.timer(interval=1.0)
 async def orders_idle_tick() -> None:
     """Idle partitions: event time follows the wall clock; the merge drops them from its minimum."""
-    now_ms = wall_clock_ms()
-    if settings.idle_advance == "true":
-        await totals.advance_idle(now_ms, settings.idle_timeout_ms)
-    await merger.tick(now_ms)
+    async def tick() -> None:
+        now_ms = wall_clock_ms()
+        if settings.idle_advance == "true":
+            await totals.advance_idle(now_ms, settings.idle_timeout_ms)
+        await merger.tick(now_ms)
+
+    if not batch_gate.closed:  # a stopping worker emits nothing more
+        await batch_gate.run([], tick)
 
 
 @app.on_partitions_revoked.connect
