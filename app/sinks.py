@@ -63,6 +63,8 @@ class Sender:
                 await self._producer.send_offsets_to_transaction(self.offsets, group_id)
             await self._producer.commit_transaction()
             await self._producer.begin_transaction()
+        else:  # at least once: outputs and changelog delivered before local state moves on
+            await self._producer.flush()
         for apply in self._after_commit:
             apply()
 
