@@ -145,6 +145,3 @@ def future_timestamp(ts_ms: int, horizon_skew_ms: int) -> BadEvent:
     return BadEvent("future_timestamp",
                     f"timestamp {ts_ms} is more than {horizon_skew_ms} ms ahead of the wall clock")
 
-
-def as_json(value: Optional[bytes]) -> Dict[str, Any]:
-    return orjson.loads(value) if value else {}

@@ -7,7 +7,6 @@ import json
 import random
 import shutil
 import time
-from pathlib import Path
 from typing import Dict, List, Tuple
 
 import pytest
