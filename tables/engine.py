@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Generic, List, Optional, Sequence, Tuple, TypeVar, Union
 
 from tables.aggregators import Aggregator
-from tables.state import PartitionClock, PartitionStore
+from tables.state import Entries, Meta, PartitionCache, PartitionClock, PartitionStore
 from tables.watermark import BoundedOutOfOrderness
 from tables.windows import HoppingWindow, TumblingWindow
 
@@ -106,7 +106,7 @@ class _PartitionWindows:
     max_event_at_last_event: Optional[int] = None
 
 
-class WindowEngine:
+class WindowEngine(PartitionCache[_PartitionWindows]):
     """Fixed-window aggregation in event time, one state per source partition."""
 
     def __init__(
@@ -119,38 +119,25 @@ class WindowEngine:
         wall_clock_ms: Optional[Callable[[], int]] = None,
     ) -> None:
         BoundedOutOfOrderness(max_out_of_orderness_ms)  # validates the setting
+        super().__init__(store)
         self.window = window
         self.max_out_of_orderness_ms = max_out_of_orderness_ms
         self.aggregator = aggregator
-        self.store = store
         self.max_future_skew_ms = max_future_skew_ms
         self.wall_clock_ms = wall_clock_ms
-        self._partitions: Dict[int, _PartitionWindows] = {}
 
     # ---------------------------------------------------------------- state
 
-    def _state(self, partition: int) -> _PartitionWindows:
-        """The partition's state, loaded and re-indexed from the store on first use."""
-        state = self._partitions.get(partition)
-        if state is None:
-            meta, entries = self.store.load(partition)
-            clock = PartitionClock.from_meta(meta, self.max_out_of_orderness_ms)
-            windows = {int(k): _Window(v["acc"], v["rev"]) for k, v in entries.items()}
-            pending = [(self.window.end_of(s), s) for s, w in windows.items() if w.revision < 0]
-            heapq.heapify(pending)
-            state = _PartitionWindows(clock, windows, pending)
-            self._partitions[partition] = state
-        return state
+    def _load(self, partition: int, meta: Meta, entries: Entries) -> _PartitionWindows:
+        """Re-index a partition's recovered windows: the unfired ones wait for the watermark."""
+        clock = PartitionClock.from_meta(meta, self.max_out_of_orderness_ms)
+        windows = {int(k): _Window(v["acc"], v["rev"]) for k, v in entries.items()}
+        pending = [(self.window.end_of(s), s) for s, w in windows.items() if w.revision < 0]
+        heapq.heapify(pending)
+        return _PartitionWindows(clock, windows, pending)
 
     def clock(self, partition: int) -> PartitionClock:
         return self._state(partition).clock
-
-    def partitions(self) -> List[int]:
-        return sorted(self._partitions)
-
-    def forget(self, partition: int) -> None:
-        """Drop the cached state of a partition this worker no longer owns."""
-        self._partitions.pop(partition, None)
 
     # ---------------------------------------------------------------- processing
 

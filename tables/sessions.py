@@ -49,7 +49,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 from tables.aggregators import Aggregator
 from tables.engine import Item, LateItem, S
 from tables.errors import WeirError
-from tables.state import PartitionClock, PartitionStore
+from tables.state import Entries, Meta, PartitionCache, PartitionClock, PartitionStore
 from tables.watermark import BoundedOutOfOrderness
 from tables.windows import SessionWindow
 
@@ -116,50 +116,38 @@ class _PartitionSessions:
     purging: List[Deadline]  # heap, one live entry per session, <= its end + gap + L
 
 
-class SessionEngine:
+class SessionEngine(PartitionCache[_PartitionSessions]):
     """Session-window aggregation in event time, one state per source partition."""
 
     def __init__(self, window: SessionWindow, max_out_of_orderness_ms: int,
                  aggregator: Aggregator, store: PartitionStore) -> None:
         BoundedOutOfOrderness(max_out_of_orderness_ms)  # validates the setting
+        super().__init__(store)
         self.window = window
         self.gap = window.inactivity_gap_ms
         self.lateness = window.allowed_lateness_ms
         self.max_out_of_orderness_ms = max_out_of_orderness_ms
         self.aggregator = aggregator
-        self.store = store
-        self._partitions: Dict[int, _PartitionSessions] = {}
 
     # ---------------------------------------------------------------- state
 
-    def _state(self, partition: int) -> _PartitionSessions:
-        """The partition's state, loaded and re-indexed from the store on first use."""
-        state = self._partitions.get(partition)
-        if state is None:
-            meta, entries = self.store.load(partition)
-            clock = PartitionClock.from_meta(meta, self.max_out_of_orderness_ms)
-            sessions = {key: [_Session(e["start"], e["end"], e["acc"], e["n"], e["rev"])
-                              for e in value] for key, value in entries.items()}
-            state = _PartitionSessions(clock, sessions, [], [])
-            for key, listed in sessions.items():
-                for s in listed:
-                    if self._is_open(s, clock.watermark.watermark_ms):
-                        state.closing.append((s.end + self.gap, key, s.start))
-                    state.purging.append((s.end + self.gap + self.lateness, key, s.start))
-            heapq.heapify(state.closing)
-            heapq.heapify(state.purging)
-            self._partitions[partition] = state
+    def _load(self, partition: int, meta: Meta, entries: Entries) -> _PartitionSessions:
+        """Re-index a partition's recovered sessions on their close and purge times."""
+        clock = PartitionClock.from_meta(meta, self.max_out_of_orderness_ms)
+        sessions = {key: [_Session(e["start"], e["end"], e["acc"], e["n"], e["rev"])
+                          for e in value] for key, value in entries.items()}
+        state = _PartitionSessions(clock, sessions, [], [])
+        for key, listed in sessions.items():
+            for s in listed:
+                if self._is_open(s, clock.watermark.watermark_ms):
+                    state.closing.append((s.end + self.gap, key, s.start))
+                state.purging.append((s.end + self.gap + self.lateness, key, s.start))
+        heapq.heapify(state.closing)
+        heapq.heapify(state.purging)
         return state
 
     def clock(self, partition: int) -> PartitionClock:
         return self._state(partition).clock
-
-    def partitions(self) -> List[int]:
-        return sorted(self._partitions)
-
-    def forget(self, partition: int) -> None:
-        """Drop the cached state of a partition this worker no longer owns."""
-        self._partitions.pop(partition, None)
 
     # ---------------------------------------------------------------- processing
 

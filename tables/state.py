@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, Optional, Protocol, Tuple
+from typing import Any, Dict, Generic, Iterable, List, Optional, Protocol, Tuple, TypeVar
 
 from tables.watermark import BoundedOutOfOrderness
 
@@ -72,3 +72,35 @@ class InMemoryStore:
             stored.pop(key, None)
         for key, value in updated.items():
             stored[key] = copy.deepcopy(value)
+
+
+T = TypeVar("T")
+
+
+class PartitionCache(Generic[T]):
+    """In-memory state per source partition, loaded from the store on first use.
+
+    Subclasses say how to build a partition's state from what the store holds
+    (`_load`); the cache keeps it until the partition leaves this worker.
+    """
+
+    def __init__(self, store: PartitionStore) -> None:
+        self.store = store
+        self._partitions: Dict[int, T] = {}
+
+    def _load(self, partition: int, meta: Meta, entries: Entries) -> T:
+        raise NotImplementedError
+
+    def _state(self, partition: int) -> T:
+        state = self._partitions.get(partition)
+        if state is None:
+            meta, entries = self.store.load(partition)
+            state = self._partitions[partition] = self._load(partition, meta, entries)
+        return state
+
+    def partitions(self) -> List[int]:
+        return sorted(self._partitions)
+
+    def forget(self, partition: int) -> None:
+        """Drop the cached state of a partition this worker no longer owns."""
+        self._partitions.pop(partition, None)

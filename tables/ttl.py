@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 from tables.errors import ConfigError
-from tables.state import PartitionStore
+from tables.state import Entries, Meta, PartitionCache, PartitionStore
 
 
 @dataclass
@@ -28,25 +28,23 @@ class _PartitionKeys:
     deleted: Set[str] = field(default_factory=set)
 
 
-class TtlState:
+class TtlState(PartitionCache[_PartitionKeys]):
     """Keyed values per source partition with an event-time time-to-live."""
 
     def __init__(self, ttl_ms: int, store: PartitionStore, setting: str = "ttl_ms") -> None:
         if isinstance(ttl_ms, bool) or not isinstance(ttl_ms, int) or ttl_ms <= 0:
             raise ConfigError(f"{setting} must be larger than zero milliseconds, got {ttl_ms!r}")
+        super().__init__(store)
         self.ttl_ms = ttl_ms
-        self.store = store
-        self._partitions: Dict[int, _PartitionKeys] = {}
+
+    def _load(self, partition: int, meta: Meta, entries: Entries) -> _PartitionKeys:
+        keys = _PartitionKeys(entries)
+        keys.expiry = [(e["t"] + self.ttl_ms, k) for k, e in entries.items()]
+        heapq.heapify(keys.expiry)
+        return keys
 
     def _keys(self, partition: int) -> _PartitionKeys:
-        keys = self._partitions.get(partition)
-        if keys is None:
-            _meta, entries = self.store.load(partition)
-            keys = _PartitionKeys(entries)
-            keys.expiry = [(e["t"] + self.ttl_ms, k) for k, e in entries.items()]
-            heapq.heapify(keys.expiry)
-            self._partitions[partition] = keys
-        return keys
+        return self._state(partition)
 
     def get(self, partition: int, key: str) -> Optional[Any]:
         entry = self._keys(partition).values.get(key)
@@ -90,9 +88,6 @@ class TtlState:
         self.store.save(partition, meta or {}, updated, sorted(keys.deleted))
         keys.updated.clear()
         keys.deleted.clear()
-
-    def forget(self, partition: int) -> None:
-        self._partitions.pop(partition, None)
 
     def __len__(self) -> int:
         return sum(len(k.values) for k in self._partitions.values())
