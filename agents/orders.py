@@ -77,7 +77,7 @@ async def process_orders(partition: int, events: Sequence[EventT]) -> None:
         # sink: state, partial totals to the merge, late orders, orders from the future
         await totals.publish(out, partition, result)
         for late in result.late:
-            await send_late_event(out, settings.late_events_topic, PIPELINE, late)
+            await send_late_event(out, settings.late_events_topic, PIPELINE, totals.name, late)
         for item in result.too_far_ahead:
             await send_dead_letter(out, settings.dead_letters_topic, PIPELINE,
                                    future_timestamp(item.ts_ms, settings.max_future_skew_ms),
@@ -95,7 +95,7 @@ async def publish_totals(view: MergedView, result: MergeResult, out: Sender) -> 
                  w.start_ms, w.end_ms, w.revision, count, revenue)
     for late in result.late:
         await out.send(settings.late_events_topic, str(late.start_ms).encode(), {
-            "pipeline": PIPELINE, "kind": "partial", "sourcePartition": late.source_partition,
+            "pipeline": PIPELINE, "view": view.name, "kind": "partial", "sourcePartition": late.source_partition,
             "windowStart": late.start_ms, "windowEnd": late.end_ms, "partial": late.acc,
             "watermark": late.watermark_ms})
 

@@ -2,7 +2,7 @@
 
     weir broker start|stop|status|wipe   the local Kafka broker (KRaft, 127.0.0.1)
     weir topics                          create the project's topics
-    weir generate orders ...             produce orders with disorder and late events
+    weir generate orders|pageviews ...   produce events with disorder and late events
     weir watch                           print window results and late events as they come
     weir settings                        every setting as a Markdown table
 """
@@ -23,7 +23,7 @@ def _register_commands(app, conf) -> None:
     from faust.cli import argument, option
 
     from app import broker as local_broker
-    from app.generator import OrderStream, produce
+    from app.generator import OrderStream, PageviewStream, produce
     from app.settings import markdown_table
     from app.topics import provision
 
@@ -69,23 +69,27 @@ def _register_commands(app, conf) -> None:
     async def generate(self, kind: str, rate: float, count: int, disorder_ms: int,
                        late_fraction: float, malformed_fraction: float, seed: int,
                        start_ms: int, step_ms: int) -> None:
-        """Produce generated events (kind: orders)."""
-        if kind != "orders":
-            raise WeirError(f"unknown kind {kind!r}: only 'orders' for now")
+        """Produce generated events (kind: orders or pageviews)."""
+        kinds = {"orders": (OrderStream, conf.orders_topic),
+                 "pageviews": (PageviewStream, conf.pageviews_topic)}
+        if kind not in kinds:
+            raise WeirError(f"unknown kind {kind!r}: one of {', '.join(kinds)}")
         import time
 
+        make, topic = kinds[kind]
         step = step_ms or (max(1, int(1000 / rate)) if rate > 0 else 10)
-        stream = OrderStream(count=count, seed=seed, start_ms=start_ms or int(time.time() * 1000),
-                             step_ms=step, disorder_ms=disorder_ms, late_fraction=late_fraction,
-                             malformed_fraction=malformed_fraction)
+        stream = make(count=count, seed=seed, start_ms=start_ms or int(time.time() * 1000),
+                      step_ms=step, disorder_ms=disorder_ms, late_fraction=late_fraction,
+                      malformed_fraction=malformed_fraction)
         await provision(conf)
-        sent = await produce(conf.kafka_servers, conf.orders_topic, stream, rate=rate)
-        self.say(f"sent {sent} orders to {conf.orders_topic}")
+        sent = await produce(conf.kafka_servers, topic, stream, rate=rate)
+        self.say(f"sent {sent} {kind} to {topic}")
 
     @app.command(option("--max-seconds", type=float, default=0.0, help="stop after this long (0: never)"))
     async def watch(self, max_seconds: float) -> None:
         """Print closed windows, late events and dead letters as they arrive."""
-        wanted = [conf.order_metrics_topic, conf.late_events_topic, conf.dead_letters_topic]
+        wanted = [conf.order_metrics_topic, conf.pageview_metrics_topic, conf.user_sessions_topic,
+                  conf.late_events_topic, conf.dead_letters_topic]
         consumer = AIOKafkaConsumer(*wanted, bootstrap_servers=conf.kafka_servers,
                                     isolation_level="read_committed", auto_offset_reset="latest")
         await consumer.start()
@@ -110,6 +114,16 @@ def _register_commands(app, conf) -> None:
             return (f"window [{_clock(rec['windowStart'])}, {_clock(rec['windowEnd'])}) "
                     f"revision {rec['revision']}: {rec['totalOrders']} orders, "
                     f"revenue {rec['totalRevenue']:.2f}, avg {rec['avgOrderValue']:.2f}")
+        if topic == conf.pageview_metrics_topic:
+            top = ", ".join(f"{page} {n}" for page, n in rec["topPages"][:3])
+            return (f"pageviews {rec['window']} [{_clock(rec['windowStart'])}, "
+                    f"{_clock(rec['windowEnd'])}) revision {rec['revision']}: "
+                    f"{rec['pageViews']} views, {rec['activeUsers']} active users; top: {top}")
+        if topic == conf.user_sessions_topic:
+            if rec["retracted"]:
+                return f"  session {rec['sessionId']} from {_clock(rec['sessionStart'])} retracted"
+            return (f"  session {rec['sessionId']}: {rec['pageViews']} pages in "
+                    f"{rec['durationMs'] / 1000:.0f}s, {rec['entryPage']} -> {rec['exitPage']}")
         if topic == conf.late_events_topic and "eventTimestamp" not in rec:
             return (f"  late partial: partition {rec['sourcePartition']} window "
                     f"[{_clock(rec['windowStart'])}, {_clock(rec['windowEnd'])}) after the merge purged it")

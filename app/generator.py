@@ -1,4 +1,4 @@
-"""Load generator: realistic orders with bounded disorder and a share of late ones.
+"""Load generators: realistic orders and pageviews with bounded disorder and a share of late ones.
 
 Event time advances by ``step_ms`` per event from ``start_ms``. Each event is
 shifted back by up to ``disorder_ms`` (bounded out-of-orderness); a
@@ -15,7 +15,7 @@ import random
 import sys
 import time
 from dataclasses import dataclass
-from typing import Iterator, Optional, Tuple
+from typing import Iterator, Optional, Tuple, Union
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -68,6 +68,91 @@ class OrderStream:
             yield user.encode(), orjson.dumps(order)
 
 
+PAGES = ["/", "/search", "/cart", "/checkout", "/account", "/help"] + [
+    f"/products/{p}" for p in PRODUCTS[:60]]
+REFERRERS = [("https://www.google.com/", 45), (None, 30), ("https://news.ycombinator.com/", 8),
+             ("https://twitter.com/", 7), ("https://newsletter.example.com/", 6),
+             ("https://www.bing.com/", 3), ("https://www.reddit.com/", 1)]
+MALFORMED_PAGEVIEWS = [
+    b"{not json",
+    b'{"sessionId": "s", "page": "/"}',
+    b'{"sessionId": 7, "page": "/", "timestamp": 1}',
+    b"\xff\xfe\xfd",
+    b'"a string"',
+]
+
+
+@dataclass
+class _Visit:
+    session_id: str
+    user_id: Optional[str]
+    pages_left: int
+    next_ms: int
+    viewed: int = 0
+
+
+@dataclass(frozen=True)
+class PageviewStream:
+    """Parameters of generated pageviews: visits that come and go, keyed by ``sessionId``.
+
+    About ``concurrent_visits`` visits are under way at once. A visit views a
+    power-law-popular page every ``think_ms`` on average (exponential), for a
+    geometric number of pages (mean ``mean_pages``); its first pageview
+    carries the referrer. A share of visitors is logged in (``userId``).
+    Disorder, late and malformed events as in `OrderStream`.
+    """
+
+    count: int
+    seed: int = 1
+    start_ms: int = 0
+    step_ms: int = 10
+    concurrent_visits: int = 200
+    mean_pages: float = 6.0
+    think_ms: int = 20_000
+    logged_in_share: float = 0.4
+    disorder_ms: int = 0
+    late_fraction: float = 0.0
+    late_lag_ms: int = 70_000
+    malformed_fraction: float = 0.0
+
+    def events(self) -> Iterator[Tuple[bytes, bytes]]:
+        rnd = random.Random(self.seed)
+        visits = [self._visit(rnd, i, self.start_ms) for i in range(self.concurrent_visits)]
+        started = self.concurrent_visits
+        refs, weights = zip(*REFERRERS)
+        for i in range(self.count):
+            nominal = self.start_ms + i * self.step_ms
+            slot = min(range(len(visits)), key=lambda k: visits[k].next_ms)
+            visit = visits[slot]
+            key = visit.session_id.encode()
+            if rnd.random() < self.malformed_fraction:
+                yield key, rnd.choice(MALFORMED_PAGEVIEWS)
+                continue
+            if rnd.random() < self.late_fraction:
+                ts = nominal - self.late_lag_ms - rnd.randrange(0, 60_000)
+            else:
+                ts = nominal - rnd.randrange(0, self.disorder_ms + 1)
+            view = {"sessionId": visit.session_id, "userId": visit.user_id,
+                    "page": PAGES[(int(rnd.paretovariate(1.1)) - 1) % len(PAGES)],
+                    "referrer": rnd.choices(refs, weights)[0] if visit.viewed == 0 else None,
+                    "timestamp": ts, "userAgent": "weir-generator/1.0"}
+            yield key, orjson.dumps(view)
+            visit.pages_left -= 1
+            visit.viewed += 1
+            visit.next_ms = nominal + int(rnd.expovariate(1 / self.think_ms))
+            if visit.pages_left <= 0:
+                visits[slot] = self._visit(rnd, started, nominal)
+                started += 1
+
+    def _visit(self, rnd: random.Random, number: int, now_ms: int) -> _Visit:
+        user = None
+        if rnd.random() < self.logged_in_share:
+            user = f"user-{int(rnd.paretovariate(1.2)) % 5000:04d}"
+        pages = 1 + int(rnd.expovariate(1 / max(self.mean_pages - 1, 1e-9)))
+        return _Visit(f"s-{self.seed}-{number}", user, pages,
+                      now_ms + int(rnd.expovariate(1 / self.think_ms)))
+
+
 class Progress:
     """A one-line progress bar on stderr, redrawn at most ten times a second."""
 
@@ -92,7 +177,7 @@ class Progress:
 async def produce(
     servers: str,
     topic: str,
-    stream: OrderStream,
+    stream: Union[OrderStream, "PageviewStream"],
     rate: float = 0.0,
     partition: Optional[int] = None,
     progress: bool = True,
@@ -102,7 +187,8 @@ async def produce(
         bootstrap_servers=servers, acks="all", enable_idempotence=True, linger_ms=5
     )
     await producer.start()
-    bar = Progress(stream.count, f"orders -> {topic}") if progress else None
+    label = "orders" if isinstance(stream, OrderStream) else "pageviews"
+    bar = Progress(stream.count, f"{label} -> {topic}") if progress else None
     started = time.monotonic()
     sent = 0
     try:

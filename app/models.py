@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import math
-from typing import Any, Dict, NamedTuple, Optional
+from typing import Any, Dict, List, NamedTuple, Optional
 
 import faust
 import orjson
@@ -87,6 +87,37 @@ def decode_order(raw: Optional[bytes]) -> Order:
     return Order(order_id, user_id, float(amount), timestamp, product_id)
 
 
+class PageView(NamedTuple):
+    session_id: str
+    user_id: Optional[str]
+    page: str
+    referrer: Optional[str]
+    timestamp: int
+
+
+def _optional_text(data: Dict[str, Any], name: str) -> Optional[str]:
+    """An optional string field: absent, null and "" all mean none."""
+    value = data.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise BadEvent("wrong_type", f"field {name!r} must be a string, got {type(value).__name__}")
+    return value
+
+
+def decode_pageview(raw: Optional[bytes]) -> PageView:
+    """Decode one pageview: ``sessionId``, ``page``, ``timestamp``; optional ``userId``,
+    ``referrer`` (``userAgent`` and other fields are ignored)."""
+    data = decode_json_object(raw)
+    session_id = _field(data, "sessionId", str, "a string")
+    if not session_id:
+        raise BadEvent("invalid_value", "field 'sessionId' must not be empty")
+    page = _field(data, "page", str, "a string")
+    timestamp = event_time_ms(data)
+    return PageView(session_id, _optional_text(data, "userId"), page,
+                    _optional_text(data, "referrer"), timestamp)
+
+
 class _Output(faust.Record, serializer="json", include_metadata=False):
     """Base of output records: plain JSON."""
 
@@ -106,10 +137,60 @@ class OrderMetrics(_Output):
     revision: int
 
 
+class PageviewMetrics(_Output):
+    """Pageviews of window ``[windowStart, windowEnd)`` over all partitions.
+
+    ``window`` is ``tumbling`` or ``hopping``. ``activeUsers`` counts distinct
+    sessions (a visitor without ``userId`` is one user per session),
+    ``identifiedUsers`` distinct ``userId`` values. ``topPages`` and
+    ``topReferrers`` are ``[name, views]`` pairs, most viewed first, ties by
+    name; pageviews without a referrer count in no referrer. Revisions as in
+    `OrderMetrics`.
+    """
+
+    window: str
+    windowStart: int
+    windowEnd: int
+    pageViews: int
+    activeUsers: int
+    identifiedUsers: int
+    topPages: List[List[Any]]
+    topReferrers: List[List[Any]]
+    revision: int
+
+
+class UserSession(_Output):
+    """One session of ``sessionId``: pageviews less than the gap apart in event time.
+
+    ``sessionStart``/``sessionEnd`` are the first and last pageview times (both
+    inclusive); entry and exit pages are those of the first and last pageview
+    (ties in time: the earlier in the partition); ``referrer`` and ``userId``
+    come from the entry pageview. Each (sessionId, sessionStart) has revisions
+    0..n; a record with ``retracted`` true deletes one that a late pageview
+    merged into another session.
+    """
+
+    sessionId: str
+    sessionStart: int
+    sessionEnd: int
+    durationMs: int
+    pageViews: int
+    entryPage: Optional[str]
+    exitPage: Optional[str]
+    referrer: Optional[str]
+    userId: Optional[str]
+    revision: int
+    retracted: bool
+
+
 class LateEvent(_Output):
-    """An event whose window had closed when it arrived; not counted anywhere."""
+    """An event whose window had closed when it arrived; not counted anywhere.
+
+    ``view`` names the aggregation it missed (a pipeline may have several).
+    """
 
     pipeline: str
+    view: str
     event: Dict[str, Any]
     eventTimestamp: int
     windowStart: int

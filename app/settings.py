@@ -83,6 +83,18 @@ SPECS: Dict[str, Spec] = {
         "WEIR_TOPIC_ORDER_METRICS", "order-metrics", _text,
         "Output topic: one record per closed order window.",
     ),
+    "pageviews_topic": Spec(
+        "WEIR_TOPIC_PAGEVIEWS", "pageviews", _text,
+        "Input topic of pageviews; producers key them by sessionId.",
+    ),
+    "pageview_metrics_topic": Spec(
+        "WEIR_TOPIC_PAGEVIEW_METRICS", "pageview-metrics", _text,
+        "Output topic: one record per closed pageview window (tumbling and hopping).",
+    ),
+    "user_sessions_topic": Spec(
+        "WEIR_TOPIC_USER_SESSIONS", "user-sessions", _text,
+        "Output topic: one summary per closed user session.",
+    ),
     "late_events_topic": Spec(
         "WEIR_TOPIC_LATE_EVENTS", "late-events", _text,
         "Side output: events that arrived after their window closed.",
@@ -95,6 +107,26 @@ SPECS: Dict[str, Spec] = {
         "WEIR_ORDER_WINDOW_SIZE_MS", "60000", _int(1),
         "Size of the tumbling order windows, in milliseconds (> 0).",
     ),
+    "pageview_window_size_ms": Spec(
+        "WEIR_PAGEVIEW_WINDOW_SIZE_MS", "60000", _int(1),
+        "Size of the tumbling pageview windows, ms.",
+    ),
+    "pageview_hop_size_ms": Spec(
+        "WEIR_PAGEVIEW_HOP_SIZE_MS", "300000", _int(1),
+        "Size of the hopping pageview windows, ms.",
+    ),
+    "pageview_hop_advance_ms": Spec(
+        "WEIR_PAGEVIEW_HOP_ADVANCE_MS", "60000", _int(1),
+        "Advance (slide) of the hopping pageview windows, ms; at most their size.",
+    ),
+    "session_gap_ms": Spec(
+        "WEIR_SESSION_GAP_MS", "1800000", _int(1),
+        "Inactivity gap that closes a user session, ms (events exactly this far apart "
+        "are in different sessions).",
+    ),
+    "top_pages": Spec("WEIR_TOP_PAGES", "10", _int(1), "Pages listed per pageview window."),
+    "top_referrers": Spec(
+        "WEIR_TOP_REFERRERS", "5", _int(1), "Referrers listed per pageview window."),
     "max_out_of_orderness_ms": Spec(
         "WEIR_MAX_OUT_OF_ORDERNESS_MS", "10000", _int(0),
         "Watermark delay: highest event time seen on a partition minus this (>= 0 ms).",
@@ -157,9 +189,18 @@ class Settings:
     replication_factor: int
     orders_topic: str
     order_metrics_topic: str
+    pageviews_topic: str
+    pageview_metrics_topic: str
+    user_sessions_topic: str
     late_events_topic: str
     dead_letters_topic: str
     order_window_size_ms: int
+    pageview_window_size_ms: int
+    pageview_hop_size_ms: int
+    pageview_hop_advance_ms: int
+    session_gap_ms: int
+    top_pages: int
+    top_referrers: int
     max_out_of_orderness_ms: int
     allowed_lateness_ms: int
     max_future_skew_ms: int
@@ -182,6 +223,10 @@ class Settings:
                 values[name] = spec.parse(text)
             except ValueError as exc:
                 raise ConfigError(f"{spec.env}={text!r} is invalid: {exc}") from None
+        if values["pageview_hop_advance_ms"] > values["pageview_hop_size_ms"]:
+            raise ConfigError(
+                f"WEIR_PAGEVIEW_HOP_ADVANCE_MS={values['pageview_hop_advance_ms']} must not "
+                f"exceed WEIR_PAGEVIEW_HOP_SIZE_MS={values['pageview_hop_size_ms']}")
         return cls(**values)
 
     @property

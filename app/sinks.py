@@ -120,7 +120,8 @@ async def send_dead_letter(out: Sender, topic: str, pipeline: str, exc: BadEvent
     await out.send(topic, msg.key, record.asdict())
 
 
-async def send_late_event(out: Sender, topic: str, pipeline: str, late: LateItem[EventT]) -> None:
+async def send_late_event(out: Sender, topic: str, pipeline: str, view: str,
+                          late: LateItem[EventT]) -> None:
     event = late.item.source
     msg = event.message
     await out.send(
@@ -128,6 +129,7 @@ async def send_late_event(out: Sender, topic: str, pipeline: str, late: LateItem
         msg.key,
         LateEvent(
             pipeline=pipeline,
+            view=view,
             event=orjson.loads(event.value),
             eventTimestamp=late.item.ts_ms,
             windowStart=late.window_start_ms,

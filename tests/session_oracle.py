@@ -39,6 +39,7 @@ class SessionExpectation:
     emissions: Dict[Tuple[str, int], int] = field(default_factory=dict)  # (key, start) -> count
     last: Dict[Tuple[str, int], Tuple[int, int, int]] = field(default_factory=dict)  # end, n, sum
     retracted: Set[Tuple[str, int]] = field(default_factory=set)
+    members: Dict[Tuple[str, int], List[int]] = field(default_factory=dict)  # values, last emission
 
     def final_sessions(self) -> Dict[Tuple[str, int], Tuple[int, int, int]]:
         """The last emission of every (key, start) that was not retracted."""
@@ -79,3 +80,4 @@ def _show_due(alive: List[_Sess], wm: int, gap: int, out: SessionExpectation) ->
             ident = (s.key, s.first)
             out.emissions[ident] = out.emissions.get(ident, 0) + 1
             out.last[ident] = (s.last, len(s.values), sum(s.values))
+            out.members[ident] = list(s.values)
