@@ -253,5 +253,6 @@ def markdown_table() -> str:
     rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
     for name in names:
         spec = SPECS[name]
-        rows.append(f"| `{spec.env}` | `{spec.default}` | {spec.doc} |")
+        default = f"`{spec.default}`" if spec.default else "(empty)"
+        rows.append(f"| `{spec.env}` | {default} | {spec.doc} |")
     return "\n".join(rows)

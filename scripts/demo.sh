@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job on one machine: local Kafka broker, a worker, the order
-# generator, and a live view of closed windows, late events and dead letters.
+# The main job on one machine: local Kafka broker, a worker, the order and
+# pageview generators, and a live view of closed windows, sessions, late events
+# and dead letters.
 # Runs for DEMO_SECONDS (default 120), then stops what it started. It starts from
 # an empty broker of its own (.weir/demo), since its event time runs ahead of the clock.
 set -euo pipefail
@@ -34,5 +35,8 @@ start_ms=$(( $(date +%s) * 1000 - seconds * 40000 ))
 weir generate orders --rate 2000 --step-ms 20 --count $((seconds * 2000)) --start-ms "$start_ms" \
   --disorder-ms 8000 --late-fraction 0.002 --malformed-fraction 0.0005 >"$logs/generator.log" 2>&1 &
 pids+=($!)
-echo "demo: generator started (log: $logs/generator.log); results for ${seconds}s:"
+weir generate pageviews --rate 1000 --step-ms 40 --count $((seconds * 1000)) --start-ms "$start_ms" \
+  --disorder-ms 8000 --late-fraction 0.002 --malformed-fraction 0.0005 >"$logs/generator-pageviews.log" 2>&1 &
+pids+=($!)
+echo "demo: generators started (log: $logs/generator.log); results for ${seconds}s:"
 weir watch --max-seconds "$seconds"

@@ -1,6 +1,6 @@
 import pytest
 
-from app.models import BadEvent, dead_letter, decode_order
+from app.models import BadEvent, dead_letter, decode_order, decode_pageview
 
 GOOD = b'{"orderId":"o1","userId":"u1","amount":12.5,"timestamp":1700000000000,"productId":"p1"}'
 
@@ -39,3 +39,28 @@ def test_dead_letter_keeps_the_raw_bytes_and_position():
     dl = dead_letter("orders", info.value, b"\xff{", "orders", 3, 42)
     assert dl.rawBase64 == "/3s=" and dl.sourcePartition == 3 and dl.sourceOffset == 42
     assert dl.reason == "invalid_utf8"
+
+
+def test_pageview_optional_fields_absent_null_or_empty_mean_none():
+    view = decode_pageview(b'{"sessionId":"s1","page":"/","timestamp":5,"referrer":"",'
+                           b'"userAgent":"x"}')
+    assert view == ("s1", None, "/", None, 5)
+    view = decode_pageview(b'{"sessionId":"s1","userId":"u","page":"/a","referrer":"r",'
+                           b'"timestamp":5.0}')
+    assert view == ("s1", "u", "/a", "r", 5)
+
+
+@pytest.mark.parametrize(
+    "raw, reason",
+    [
+        (b'{"page":"/","timestamp":1}', "missing_field"),
+        (b'{"sessionId":"","page":"/","timestamp":1}', "invalid_value"),
+        (b'{"sessionId":"s","page":["/"],"timestamp":1}', "wrong_type"),
+        (b'{"sessionId":"s","page":"/","timestamp":1,"userId":3}', "wrong_type"),
+        (b'{"sessionId":"s","page":"/","timestamp":1.5}', "wrong_type"),
+    ],
+)
+def test_bad_pageviews_name_their_reason(raw, reason):
+    with pytest.raises(BadEvent) as err:
+        decode_pageview(raw)
+    assert err.value.reason == reason

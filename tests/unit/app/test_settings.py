@@ -52,3 +52,16 @@ def test_worker_with_invalid_window_setting_fails_at_start_up(env, value, tmp_pa
     assert proc.returncode == 2
     assert env in proc.stderr
     assert "error" in proc.stderr
+
+
+def test_hop_advance_beyond_hop_size_fails_naming_both_settings():
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({"WEIR_PAGEVIEW_HOP_SIZE_MS": "60000",
+                           "WEIR_PAGEVIEW_HOP_ADVANCE_MS": "120000"})
+    assert "WEIR_PAGEVIEW_HOP_ADVANCE_MS" in str(err.value)
+    assert "WEIR_PAGEVIEW_HOP_SIZE_MS" in str(err.value)
+
+
+def test_zero_session_gap_fails_naming_the_setting():
+    with pytest.raises(ConfigError, match="WEIR_SESSION_GAP_MS"):
+        Settings.from_env({"WEIR_SESSION_GAP_MS": "0"})
