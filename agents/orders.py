@@ -20,7 +20,7 @@ from app.models import BadEvent, OrderMetrics, decode_order
 from app.partitions import split_by_partition
 from app.sinks import Sender, Sink, future_timestamp, send_dead_letter, send_late_event
 from app.topics import register_merge_topic
-from app.windowed import MergedView, OffsetGuard, ViewMerger, batch_gate
+from app.windowed import MergedView, ViewMerger, batch_gate
 from tables.aggregators import CountAndSum
 from tables.engine import Item
 from tables.merge import MergeResult
@@ -35,7 +35,6 @@ orders_topic = app.topic(settings.orders_topic, key_type=bytes, value_type=bytes
 partials_topic = app.topic(settings.topic_name("orders-partials"), partitions=1,
                            key_serializer="raw", value_serializer="json")
 sink = Sink(app)
-guard = OffsetGuard(app)
 
 totals = MergedView(app, settings, "orders-totals",
                     TumblingWindow(settings.order_window_size_ms, settings.allowed_lateness_ms),
@@ -57,9 +56,6 @@ async def process_batch(events: Sequence[EventT]) -> None:
 
 async def process_orders(partition: int, events: Sequence[EventT]) -> None:
     clock = totals.engine.clock(partition)
-    events = await guard.admit(TP(settings.orders_topic, partition), events, clock.next_offset)
-    if not events:
-        return
     async with sink.batch(TP(settings.orders_topic, partition)) as out:
         # decode: skip what an earlier run already folded in; bad input -> dead letters
         items: List[Item[EventT]] = []
@@ -100,7 +96,7 @@ async def publish_totals(view: MergedView, result: MergeResult, out: Sender) -> 
             "watermark": late.watermark_ms})
 
 
-merger = ViewMerger([totals], partials_topic.get_topic_name(), sink, publish_totals, guard)
+merger = ViewMerger([totals], partials_topic.get_topic_name(), sink, publish_totals)
 
 
 @app.agent(partials_topic)

@@ -25,7 +25,7 @@ from app.models import BadEvent, PageviewMetrics, UserSession, decode_pageview
 from app.partitions import split_by_partition
 from app.sinks import Sender, Sink, future_timestamp, send_dead_letter, send_late_event
 from app.topics import register_merge_topic, register_table
-from app.windowed import MergedView, OffsetGuard, ViewMerger, batch_gate
+from app.windowed import MergedView, ViewMerger, batch_gate
 from tables.aggregators import Count, Distinct, Fields, FirstAndLast, Frequencies
 from tables.engine import Item
 from tables.faust_store import FaustTableStore
@@ -43,7 +43,6 @@ pageviews_topic = app.topic(settings.pageviews_topic, key_type=bytes, value_type
 partials_topic = app.topic(settings.topic_name("pageviews-partials"), partitions=1,
                            key_serializer="raw", value_serializer="json")
 sink = Sink(app)
-guard = OffsetGuard(app)
 
 #: a window's accumulator: views, distinct sessions, distinct user ids, pages, referrers
 window_stats = Fields(Count(), Distinct(), Distinct(), Frequencies(), Frequencies())
@@ -82,9 +81,6 @@ async def process_pageviews(partition: int, events: Sequence[EventT]) -> None:
     clocks = [tumbling.engine.clock(partition), hopping.engine.clock(partition),
               sessions.clock(partition)]
     source = TP(settings.pageviews_topic, partition)
-    events = await guard.admit(source, events, min(c.next_offset for c in clocks))
-    if not events:
-        return
     done_before = max(c.next_offset for c in clocks)  # all move together, in one commit
     async with sink.batch(source) as out:
         # decode: skip what an earlier run already folded in; bad input -> dead letters
@@ -169,7 +165,7 @@ async def publish_metrics(view: MergedView, result: MergeResult, out: Sender) ->
 
 
 merger = ViewMerger([tumbling, hopping], partials_topic.get_topic_name(), sink,
-                    publish_metrics, guard)
+                    publish_metrics)
 
 
 @app.agent(partials_topic)

@@ -45,6 +45,14 @@ class WeirApp(faust.App):
             shutil.rmtree(tabledir)
             tabledir.mkdir(parents=True)
 
+    def _new_consumer(self):
+        from app.consumer import DeliveredOffsetsConsumer
+
+        return DeliveredOffsetsConsumer(
+            self.transport, callback=self.topics.on_message, loop=self.transport.loop,
+            on_partitions_revoked=self._on_partitions_revoked,
+            on_partitions_assigned=self._on_partitions_assigned, beacon=self.beacon)
+
     def _on_autodiscovery_error(self, name: str) -> None:
         # Faust only logs a failed pipeline import and runs without it; stop instead.
         raise WeirError(f"cannot load pipeline module {name}: {sys.exc_info()[1]!r}")

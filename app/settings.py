@@ -160,7 +160,7 @@ SPECS: Dict[str, Spec] = {
         "Longest an agent waits to fill a batch before processing what it has.",
     ),
     "processing_guarantee": Spec(
-        "WEIR_PROCESSING_GUARANTEE", "at_least_once", _choice("at_least_once", "exactly_once"),
+        "WEIR_PROCESSING_GUARANTEE", "exactly_once", _choice("exactly_once", "at_least_once"),
         "Faust processing guarantee.",
     ),
     "commit_interval_ms": Spec(

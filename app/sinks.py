@@ -35,9 +35,10 @@ from tables.errors import WeirError
 class Sender:
     """Sends the outputs of one batch (or timer tick) of one source partition."""
 
-    def __init__(self, producer: Any, transactional: bool) -> None:
+    def __init__(self, producer: Any, transactional: bool, consumer: Any = None) -> None:
         self._producer = producer
         self.transactional = transactional
+        self._consumer = consumer
         self.offsets: Dict[TopicPartition, int] = {}
         self._after_commit: List[Callable[[], None]] = []
 
@@ -67,6 +68,9 @@ class Sender:
             await self._producer.flush()
         for apply in self._after_commit:
             apply()
+        if not self.transactional and self._consumer is not None:
+            for tp, next_offset in self.offsets.items():  # committable now (app.consumer)
+                self._consumer.delivered(TP(tp.topic, tp.partition), next_offset)
 
     async def _abort(self) -> None:
         if self.transactional:
@@ -94,7 +98,7 @@ class Sink:
         """
         producer = self.app.producer
         if not self.app.in_transaction:
-            out = Sender(producer, transactional=False)
+            out = Sender(producer, transactional=False, consumer=self.app.consumer)
             yield out
             await out._commit(self.app.conf.id)
             return

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Awaitable, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Awaitable, Callable, Dict, List, Sequence
 
 from faust.types import TP, EventT
 
@@ -26,6 +26,11 @@ from tables.faust_store import FaustTableStore
 from tables.merge import MergeEngine, MergeResult
 
 log = logging.getLogger(__name__)
+#: The merge leaves a partition out of the global watermark only after this much more silence
+#: than the partitions' own idle timeout: when a whole stream goes quiet, the partitions'
+#: idle advances (one transaction each, committed one after the other) all reach the merge
+#: before any of them can count as idle there and close a window without the others' partials.
+MERGE_IDLE_GRACE_MS = 3_000
 OnMerged = Callable[["MergedView", MergeResult, "Sender"], Awaitable[None]]
 
 
@@ -47,7 +52,8 @@ class MergedView:
         self.engine = WindowEngine(window, settings.max_out_of_orderness_ms, aggregator,
                                    self.window_store, settings.max_future_skew_ms, wall_clock_ms)
         self.merger = MergeEngine(settings.input_partitions, aggregator,
-                                  window.allowed_lateness_ms, settings.idle_timeout_ms,
+                                  window.allowed_lateness_ms,
+                                  settings.idle_timeout_ms + MERGE_IDLE_GRACE_MS,
                                   self.merge_store)
 
     def process(self, partition: int, items: Sequence[Item[EventT]], last: EventT) -> BatchResult:
@@ -85,9 +91,8 @@ class ViewMerger:
     """Feeds the records of a partials topic to the merge stage of their views."""
 
     def __init__(self, views: List[MergedView], partials_topic: str, sink: Sink,
-                 on_merged: OnMerged, guard: "OffsetGuard") -> None:
+                 on_merged: OnMerged) -> None:
         self.views = {v.name: v for v in views}
-        self.guard = guard
         self.source = TP(partials_topic, 0)
         self.sink = sink
         self.on_merged = on_merged
@@ -99,10 +104,6 @@ class ViewMerger:
         for view in self.views.values():
             if not view.merger.loaded:
                 view.merger.load(now_ms)
-        resume = min(view.merger.next_offset for view in self.views.values())
-        events = await self.guard.admit(self.source, events, resume)
-        if not events:
-            return
         for event in events:
             rec = event.value
             view = self.views[rec["view"]]
@@ -184,43 +185,3 @@ class BatchGate:
 
 
 batch_gate = BatchGate()
-
-
-class OffsetGuard:
-    """Keeps consumption contiguous with the state: the state's next offset is the truth.
-
-    Faust commits the offsets of events it considers done, and in a few paths
-    (a stop while its stream still holds events, for one) it counts events that
-    never reached the pipeline. If a partition then resumes past the state's
-    next offset, the guard seeks back to it and drops what arrives beyond it
-    (unprocessed, uncommitted: it is fetched again) until the missing offsets
-    come. A gap that persists for ``settle_s`` after the seek is real (control
-    records of upstream transactions, compaction, retention) and accepted.
-    """
-
-    def __init__(self, app: Any, settle_s: float = 5.0) -> None:
-        self.app = app
-        self.settle_s = settle_s
-        self._rewinds: Dict[TP, Tuple[int, float]] = {}  # tp -> (next offset, when sought)
-
-    async def admit(self, tp: TP, events: Sequence[EventT], next_offset: int) -> Sequence[EventT]:
-        """The events to process now (all, or none while rewinding)."""
-        first = events[0].message.offset
-        if first <= next_offset:
-            self._rewinds.pop(tp, None)
-            return events
-        loop = asyncio.get_running_loop()
-        sought = self._rewinds.get(tp)
-        if sought and sought[0] == next_offset and loop.time() - sought[1] >= self.settle_s:
-            log.info("%s[%d]: offsets %d..%d are missing from the log; going on",
-                     tp.topic, tp.partition, next_offset, first - 1)
-            self._rewinds.pop(tp, None)
-            return events
-        for event in events:
-            event.message.acked = True  # Faust's ack becomes a no-op: not committed
-        if not sought or sought[0] != next_offset:
-            log.warning("%s[%d]: consumption resumed at offset %d but the state ends at %d; "
-                        "seeking back", tp.topic, tp.partition, first, next_offset)
-            self._rewinds[tp] = (next_offset, loop.time())
-            await self.app.consumer.seek(tp, next_offset)
-        return []

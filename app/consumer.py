@@ -1,0 +1,60 @@
+"""The consumer that commits what Weir delivered, not what Faust acked.
+
+Faust commits the offset after the last *acked* event of a partition, and it
+acks events that never reached a pipeline: a batch that `take_events` held
+when its agent was cancelled, events its stream buffered at a stop. A
+restart then resumes past them and they are lost. Weir's sinks know better:
+under ``exactly_once`` each batch's transaction carries its input offsets
+(`app.sinks.Sender`), and under ``at_least_once`` a batch's offsets become
+committable only once its outputs and changelog records are flushed
+(`DeliveredOffsetsConsumer.delivered`). This consumer commits exactly those,
+on Faust's commit timer and when partitions are revoked or the worker stops.
+Faust's own bookkeeping of acked offsets still runs, so its lists stay short.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, Optional
+
+from faust.transport.drivers.aiokafka import Consumer
+from faust.types import TP
+
+log = logging.getLogger(__name__)
+
+
+class DeliveredOffsetsConsumer(Consumer):
+    """Faust's aiokafka consumer, with offsets from `delivered` instead of from acks."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._delivered: Dict[TP, int] = {}
+        self._delivered_committed: Dict[TP, int] = {}
+
+    def delivered(self, tp: TP, next_offset: int) -> None:
+        """Everything of ``tp`` before ``next_offset`` is processed and its outputs flushed."""
+        if next_offset > self._delivered.get(tp, -1):
+            self._delivered[tp] = next_offset
+
+    async def force_commit(self, topics: Optional[Any] = None,
+                           start_new_transaction: bool = True) -> bool:
+        # Faust's acked offsets: consumed from its lists and recorded, never committed.
+        acked = self._filter_committable_offsets(self._filter_tps_with_pending_acks(topics))
+        self._committed_offset.update(acked)
+        if self.in_transaction:
+            return False  # each batch's transaction carried its offsets
+        assigned = self.assignment()
+        offsets = {tp: offset for tp, offset in self._delivered.items()
+                   if tp in assigned and offset > self._delivered_committed.get(tp, -1)}
+        if not offsets:
+            return False
+        if await self._commit(offsets):
+            self._delivered_committed.update(offsets)
+            return True
+        return False
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await super().on_partitions_revoked(revoked)
+        for tp in revoked:
+            self._delivered.pop(tp, None)
+            self._delivered_committed.pop(tp, None)
