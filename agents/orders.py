@@ -20,7 +20,7 @@ from app.models import BadEvent, OrderMetrics, decode_order
 from app.partitions import split_by_partition
 from app.sinks import Sender, Sink, future_timestamp, send_dead_letter, send_late_event
 from app.topics import register_merge_topic
-from app.windowed import MergedView, ViewMerger, batch_gate
+from app.windowed import MergedView, ViewMerger, batch_gate, progress_line
 from tables.aggregators import CountAndSum
 from tables.engine import Item
 from tables.merge import MergeResult
@@ -118,6 +118,11 @@ async def orders_idle_tick() -> None:
 
     if not batch_gate.closed:  # a stopping worker emits nothing more
         await batch_gate.run([], tick)
+
+
+@app.timer(interval=10.0)
+async def orders_progress() -> None:
+    log.info(progress_line(PIPELINE, totals.engine))
 
 
 @app.on_partitions_revoked.connect

@@ -25,7 +25,7 @@ from app.models import BadEvent, PageviewMetrics, UserSession, decode_pageview
 from app.partitions import split_by_partition
 from app.sinks import Sender, Sink, future_timestamp, send_dead_letter, send_late_event
 from app.topics import register_merge_topic, register_table
-from app.windowed import MergedView, ViewMerger, batch_gate
+from app.windowed import MergedView, ViewMerger, batch_gate, progress_line
 from tables.aggregators import Count, Distinct, Fields, FirstAndLast, Frequencies
 from tables.engine import Item
 from tables.faust_store import FaustTableStore
@@ -188,6 +188,11 @@ async def pageviews_idle_tick() -> None:
 
     if not batch_gate.closed:  # a stopping worker emits nothing more
         await batch_gate.run([], tick)
+
+
+@app.timer(interval=10.0)
+async def pageviews_progress() -> None:
+    log.info(progress_line(PIPELINE, tumbling.engine))
 
 
 @app.on_partitions_revoked.connect

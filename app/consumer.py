@@ -10,12 +10,17 @@ committable only once its outputs and changelog records are flushed
 (`DeliveredOffsetsConsumer.delivered`). This consumer commits exactly those,
 on Faust's commit timer and when partitions are revoked or the worker stops.
 Faust's own bookkeeping of acked offsets still runs, so its lists stay short.
+
+It also asks the broker for the end of a changelog under ``exactly_once``:
+Faust reads the last stable offset cached from the latest fetch response,
+which is unknown right after a rebalance, so a recovery restarted by a
+rebalance failed with a ``ConsistencyError`` (persisted offset > -1).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Mapping, Optional
 
 from faust.transport.drivers.aiokafka import Consumer
 from faust.types import TP
@@ -52,6 +57,13 @@ class DeliveredOffsetsConsumer(Consumer):
             self._delivered_committed.update(offsets)
             return True
         return False
+
+    async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
+        if not self.in_transaction:
+            return await super().highwaters(*partitions)
+        thread = self._thread
+        # a ListOffsets request under read_committed answers the last stable offset
+        return await thread.call_thread(thread._ensure_consumer().end_offsets, list(partitions))
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         await super().on_partitions_revoked(revoked)

@@ -168,6 +168,11 @@ SPECS: Dict[str, Spec] = {
         "How often consumed offsets are committed; under exactly_once also how often "
         "transactions commit, so results become visible to read_committed consumers.",
     ),
+    "consumer_session_timeout_ms": Spec(
+        "WEIR_CONSUMER_SESSION_TIMEOUT_MS", "45000", _int(6000),
+        "A worker that sends no heartbeat this long (crashed, hung) loses its partitions to "
+        "the others (>= the broker's group.min.session.timeout.ms, 6000 by default).",
+    ),
     "web_host": Spec("WEIR_WEB_HOST", "127.0.0.1", _text, "Interface of the worker's web server."),
     "web_port": Spec("WEIR_WEB_PORT", "6066", _int(1, 65535), "Port of the worker's web server."),
     "web_tables_enabled": Spec(
@@ -210,6 +215,7 @@ class Settings:
     batch_max_wait_ms: int
     processing_guarantee: str
     commit_interval_ms: int
+    consumer_session_timeout_ms: int
     web_host: str
     web_port: int
     web_tables_enabled: str

@@ -87,6 +87,16 @@ class MergedView:
         self.window_store.forget(partition)
 
 
+def progress_line(pipeline: str, engine: Any) -> str:
+    """Where each partition of a pipeline stands: next offset and watermark."""
+    parts = []
+    for partition in engine.partitions():
+        clock = engine.clock(partition)
+        wm = clock.watermark.watermark_ms
+        parts.append(f"p{partition}@{clock.next_offset} wm={'-' if wm is None else wm}")
+    return f"{pipeline}: {', '.join(parts) or 'no partition yet'}"
+
+
 class ViewMerger:
     """Feeds the records of a partials topic to the merge stage of their views."""
 

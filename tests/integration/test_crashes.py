@@ -1,0 +1,99 @@
+"""Hard crashes (kill -9) while every pipeline streams: outputs stay exactly the oracle's.
+
+Orders and pageviews stream in together; the worker is killed at random
+moments (the seed is printed; set WEIR_TEST_SEED to replay one), restarted
+with its data dir kept or deleted, killed again, and a last worker finishes
+the input. Read with ``read_committed``, every output topic must equal the
+batch oracles exactly: no window, session, late event or dead letter missing
+or doubled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import time
+
+import pytest
+
+from tests.integration import test_orders_pipeline as orders
+from tests.integration import test_pageviews_pipeline as pageviews
+from tests.integration.kafka_tools import Worker, produce, read_topic
+
+pytestmark = pytest.mark.integration
+
+
+async def stream_slowly(servers, topic, messages, chunk=20, pause_s=0.12):
+    for i in range(0, len(messages), chunk):
+        await produce(servers, topic, messages[i:i + chunk])
+        await asyncio.sleep(pause_s)
+
+
+def split_flush(messages, marker: bytes):
+    flush = [m for m in messages if marker in m[2]]
+    return [m for m in messages if marker not in m[2]], flush
+
+
+@pytest.mark.parametrize("keep_data_dir", [True, False], ids=["data-dir-kept", "data-dir-deleted"])
+async def test_kill_9_mid_stream_and_restart_leaves_every_output_exact(
+    pipeline_env, tmp_path, keep_data_dir
+):
+    seed = int(os.environ.get("WEIR_TEST_SEED", time.time_ns() % 1_000_000))
+    print(f"kill schedule seed: {seed} (WEIR_TEST_SEED={seed} replays it)")
+    rnd = random.Random(seed)
+    env = {**pageviews.pageview_env(pipeline_env), "WEIR_CONSUMER_SESSION_TIMEOUT_MS": "6000"}
+    servers = env["KAFKA_BOOTSTRAP_SERVERS"]
+    order_body, order_flush = split_flush(orders.fixed_input(seed=31), b'"flush-')
+    view_body, view_flush = split_flush(pageviews.fixed_input(seed=37), b'"flush-')
+    producing = asyncio.gather(
+        stream_slowly(servers, env["WEIR_TOPIC_ORDERS"], order_body),
+        stream_slowly(servers, env["WEIR_TOPIC_PAGEVIEWS"], view_body))
+
+    worker = Worker(env, tmp_path / "worker-1.log").start()
+    await read_topic(servers, env["WEIR_TOPIC_ORDER_METRICS"], 1, timeout_s=90, settle_s=0)
+    await asyncio.sleep(rnd.uniform(0.0, 2.0))
+    assert not producing.done(), "the first crash should come mid-stream"
+    worker.assert_running()
+    worker.kill()
+    if not keep_data_dir:
+        shutil.rmtree(env["WEIR_DATA_DIR"])
+
+    worker = Worker(env, tmp_path / "worker-2.log").start()
+    await asyncio.sleep(rnd.uniform(3.0, 9.0))  # during recovery or processing
+    worker.kill()
+
+    await producing
+    await produce(servers, env["WEIR_TOPIC_ORDERS"], order_flush)
+    await produce(servers, env["WEIR_TOPIC_PAGEVIEWS"], view_flush)
+    worker = Worker(env, tmp_path / "worker-3.log").start()
+    try:
+        order_inputs = await read_topic(servers, env["WEIR_TOPIC_ORDERS"],
+                                        len(order_body) + len(order_flush), settle_s=0)
+        view_inputs = await read_topic(servers, env["WEIR_TOPIC_PAGEVIEWS"],
+                                       len(view_body) + len(view_flush), settle_s=0)
+        expected, order_dead = orders.oracle_for(order_inputs)
+        views, view_dead = pageviews.decode_inputs(view_inputs)
+        want_windows, want_sessions, want_late = pageviews.expected_all(views)
+        # late events and dead letters of both pipelines share their topics
+        late_count = len(expected.late) + len(want_late)
+        dead_count = len(order_dead) + len(view_dead)
+        metrics = await read_topic(
+            servers, env["WEIR_TOPIC_ORDER_METRICS"], len(expected.merged()), timeout_s=120,
+            settle_s=3.0, until=lambda recs: orders.summarize(recs, [], [])[0]
+            == orders.expected_rows(expected)[0])
+        view_outputs = await pageviews.read_outputs(env, want_windows, want_sessions, late_count,
+                                                    dead_count, settle_s=3.0)
+        worker.assert_running()
+    finally:
+        worker.stop()
+    page_metrics, sessions, late, dead = view_outputs
+    by_pipeline = {"orders": ([], []), "pageviews": ([], [])}
+    for records, slot in ((late, 0), (dead, 1)):
+        for r in records:
+            pipeline = b'"pipeline":"orders"' in r.value and "orders" or "pageviews"
+            by_pipeline[pipeline][slot].append(r)
+    orders.assert_exact(orders.summarize(metrics, *by_pipeline["orders"]), expected, order_dead,
+                        order_inputs)
+    pageviews.assert_exact((page_metrics, sessions, *by_pipeline["pageviews"]), view_inputs)
