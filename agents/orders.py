@@ -12,14 +12,16 @@ from __future__ import annotations
 import logging
 from typing import List, Sequence
 
+import orjson
 from faust.types import TP, EventT
 
 from app.clock import wall_clock_ms
-from app.faust_app import app, settings
+from app.faust_app import app, partition_log, settings
 from app.models import BadEvent, OrderMetrics, decode_order
 from app.partitions import split_by_partition
 from app.sinks import Sender, Sink, future_timestamp, send_dead_letter, send_late_event
 from app.topics import register_merge_topic
+from app.partition_log import PartitionLocks, StallWatch
 from app.windowed import MergedView, ViewMerger, batch_gate, progress_line
 from tables.aggregators import CountAndSum
 from tables.engine import Item
@@ -35,6 +37,7 @@ orders_topic = app.topic(settings.orders_topic, key_type=bytes, value_type=bytes
 partials_topic = app.topic(settings.topic_name("orders-partials"), partitions=1,
                            key_serializer="raw", value_serializer="json")
 sink = Sink(app)
+locks = PartitionLocks()
 
 totals = MergedView(app, settings, "orders-totals",
                     TumblingWindow(settings.order_window_size_ms, settings.allowed_lateness_ms),
@@ -55,7 +58,16 @@ async def process_batch(events: Sequence[EventT]) -> None:
 
 
 async def process_orders(partition: int, events: Sequence[EventT]) -> None:
+    async with locks(partition):  # Faust's batches and catch-up reads, one at a time
+        await _process_orders(partition, events)
+
+
+async def _process_orders(partition: int, events: Sequence[EventT]) -> None:
     clock = totals.engine.clock(partition)
+    anchor = events[-1]
+    events = await partition_log.contiguous(events, clock.next_offset)
+    if not events:
+        return
     async with sink.batch(TP(settings.orders_topic, partition)) as out:
         # decode: skip what an earlier run already folded in; bad input -> dead letters
         items: List[Item[EventT]] = []
@@ -69,7 +81,8 @@ async def process_orders(partition: int, events: Sequence[EventT]) -> None:
                 continue
             items.append(Item(event.message.offset, order.timestamp, order.amount, event))
         # window: fold into tumbling windows under the partition's watermark
-        result = totals.process(partition, items, events[-1])
+        next_offset = events[-1].message.offset + 1
+        result = totals.process(partition, items, anchor, next_offset)
         # sink: state, partial totals to the merge, late orders, orders from the future
         await totals.publish(out, partition, result)
         for late in result.late:
@@ -78,7 +91,7 @@ async def process_orders(partition: int, events: Sequence[EventT]) -> None:
             await send_dead_letter(out, settings.dead_letters_topic, PIPELINE,
                                    future_timestamp(item.ts_ms, settings.max_future_skew_ms),
                                    item.source)
-        out.consumed(events[-1].message.tp, events[-1].message.offset + 1)
+        out.consumed(anchor.message.tp, next_offset)
 
 
 async def publish_totals(view: MergedView, result: MergeResult, out: Sender) -> None:
@@ -96,7 +109,8 @@ async def publish_totals(view: MergedView, result: MergeResult, out: Sender) -> 
             "watermark": late.watermark_ms})
 
 
-merger = ViewMerger([totals], partials_topic.get_topic_name(), sink, publish_totals)
+merger = ViewMerger([totals], partials_topic.get_topic_name(), sink, publish_totals,
+                    partition_log)
 
 
 @app.agent(partials_topic)
@@ -122,7 +136,23 @@ async def orders_idle_tick() -> None:
 
 @app.timer(interval=10.0)
 async def orders_progress() -> None:
-    log.info(progress_line(PIPELINE, totals.engine))
+    log.info(progress_line(PIPELINE, totals.engine, app, settings.orders_topic))
+
+
+watches = [
+    StallWatch(app, settings.orders_topic, partition_log, lambda p: totals.engine.clock(p).next_offset, process_orders),
+    StallWatch(app, partials_topic.get_topic_name(), partition_log,
+               lambda p: merger.resume_offset(), lambda p, events: merger.merge(events),
+               orjson.loads),
+]
+
+
+@app.timer(interval=2.0)
+async def orders_stall_watch() -> None:
+    """Partitions Faust's stream stopped delivering are read from the broker."""
+    for watch in watches:
+        if not batch_gate.closed:
+            await batch_gate.run([], watch.check)
 
 
 @app.on_partitions_revoked.connect

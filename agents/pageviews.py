@@ -17,14 +17,16 @@ from __future__ import annotations
 import logging
 from typing import Any, List, Sequence
 
+import orjson
 from faust.types import TP, EventT
 
 from app.clock import wall_clock_ms
-from app.faust_app import app, settings
+from app.faust_app import app, partition_log, settings
 from app.models import BadEvent, PageviewMetrics, UserSession, decode_pageview
 from app.partitions import split_by_partition
 from app.sinks import Sender, Sink, future_timestamp, send_dead_letter, send_late_event
 from app.topics import register_merge_topic, register_table
+from app.partition_log import PartitionLocks, StallWatch
 from app.windowed import MergedView, ViewMerger, batch_gate, progress_line
 from tables.aggregators import Count, Distinct, Fields, FirstAndLast, Frequencies
 from tables.engine import Item
@@ -43,6 +45,7 @@ pageviews_topic = app.topic(settings.pageviews_topic, key_type=bytes, value_type
 partials_topic = app.topic(settings.topic_name("pageviews-partials"), partitions=1,
                            key_serializer="raw", value_serializer="json")
 sink = Sink(app)
+locks = PartitionLocks()
 
 #: a window's accumulator: views, distinct sessions, distinct user ids, pages, referrers
 window_stats = Fields(Count(), Distinct(), Distinct(), Frequencies(), Frequencies())
@@ -78,9 +81,18 @@ async def process_batch(events: Sequence[EventT]) -> None:
 
 
 async def process_pageviews(partition: int, events: Sequence[EventT]) -> None:
+    async with locks(partition):  # Faust's batches and catch-up reads, one at a time
+        await _process_pageviews(partition, events)
+
+
+async def _process_pageviews(partition: int, events: Sequence[EventT]) -> None:
     clocks = [tumbling.engine.clock(partition), hopping.engine.clock(partition),
               sessions.clock(partition)]
     source = TP(settings.pageviews_topic, partition)
+    anchor = events[-1]
+    events = await partition_log.contiguous(events, min(c.next_offset for c in clocks))
+    if not events:
+        return
     done_before = max(c.next_offset for c in clocks)  # all move together, in one commit
     async with sink.batch(source) as out:
         # decode: skip what an earlier run already folded in; bad input -> dead letters
@@ -107,10 +119,11 @@ async def process_pageviews(partition: int, events: Sequence[EventT]) -> None:
                                        [view.page, view.referrer, view.user_id]),
                                       event, key=view.session_id))
         # window: the tumbling and hopping views, and the sessions
-        last = events[-1]
-        results = [(v, v.process(partition, window_items, last)) for v in (tumbling, hopping)]
-        session_store.bind(last)
-        closed = sessions.process(partition, session_items, next_offset=last.message.offset + 1)
+        next_offset = events[-1].message.offset + 1
+        results = [(v, v.process(partition, window_items, anchor, next_offset))
+                   for v in (tumbling, hopping)]
+        session_store.bind(anchor)
+        closed = sessions.process(partition, session_items, next_offset=next_offset)
         # sink: state, partials to the merge, sessions, late pageviews
         for view, result in results:
             await view.publish(out, partition, result)
@@ -118,7 +131,7 @@ async def process_pageviews(partition: int, events: Sequence[EventT]) -> None:
                 await send_late_event(out, settings.late_events_topic, PIPELINE, view.name, late)
         await session_store.flush_changelog(out)
         await publish_sessions(out, closed)
-        out.consumed(last.message.tp, last.message.offset + 1)
+        out.consumed(anchor.message.tp, next_offset)
 
 
 async def publish_sessions(out: Sender, closed: SessionBatchResult) -> None:
@@ -165,7 +178,7 @@ async def publish_metrics(view: MergedView, result: MergeResult, out: Sender) ->
 
 
 merger = ViewMerger([tumbling, hopping], partials_topic.get_topic_name(), sink,
-                    publish_metrics)
+                    publish_metrics, partition_log)
 
 
 @app.agent(partials_topic)
@@ -192,7 +205,23 @@ async def pageviews_idle_tick() -> None:
 
 @app.timer(interval=10.0)
 async def pageviews_progress() -> None:
-    log.info(progress_line(PIPELINE, tumbling.engine))
+    log.info(progress_line(PIPELINE, tumbling.engine, app, settings.pageviews_topic))
+
+
+watches = [
+    StallWatch(app, settings.pageviews_topic, partition_log, lambda p: tumbling.engine.clock(p).next_offset, process_pageviews),
+    StallWatch(app, partials_topic.get_topic_name(), partition_log,
+               lambda p: merger.resume_offset(), lambda p, events: merger.merge(events),
+               orjson.loads),
+]
+
+
+@app.timer(interval=2.0)
+async def pageviews_stall_watch() -> None:
+    """Partitions Faust's stream stopped delivering are read from the broker."""
+    for watch in watches:
+        if not batch_gate.closed:
+            await batch_gate.run([], watch.check)
 
 
 @app.on_partitions_revoked.connect

@@ -12,6 +12,7 @@ import sys
 
 import faust
 
+from app.partition_log import PartitionLog
 from app.settings import Settings
 from app.topics import provision
 from tables.errors import WeirError
@@ -19,6 +20,10 @@ from tables.errors import WeirError
 log = logging.getLogger(__name__)
 
 settings = Settings.from_env()
+#: re-reads partitions whose batches Faust delivered with holes or out of order
+partition_log = PartitionLog(settings.kafka_servers, "read_committed"
+                             if settings.processing_guarantee == "exactly_once"
+                             else "read_uncommitted")
 
 
 class WeirApp(faust.App):
@@ -30,6 +35,7 @@ class WeirApp(faust.App):
 
         log.info("Stopping: finishing the batch in progress")
         await batch_gate.close()
+        await partition_log.close()
         await super().on_stop()
 
     def _drop_local_state(self) -> None:

@@ -14,9 +14,11 @@ import asyncio
 import logging
 from typing import Any, Awaitable, Callable, Dict, List, Sequence
 
+import orjson
 from faust.types import TP, EventT
 
 from app.clock import wall_clock_ms
+from app.partition_log import PartitionLog
 from app.settings import Settings
 from app.sinks import Sender, Sink
 from app.topics import register_table
@@ -56,10 +58,12 @@ class MergedView:
                                   settings.idle_timeout_ms + MERGE_IDLE_GRACE_MS,
                                   self.merge_store)
 
-    def process(self, partition: int, items: Sequence[Item[EventT]], last: EventT) -> BatchResult:
-        """Fold one partition's batch; ``last`` is its last input (write context, next offset)."""
-        self.window_store.bind(last)
-        return self.engine.process(partition, items, next_offset=last.message.offset + 1)
+    def process(self, partition: int, items: Sequence[Item[EventT]], anchor: EventT,
+                next_offset: int) -> BatchResult:
+        """Fold one partition's batch; ``anchor`` is a Faust event of the partition (the
+        write context of its table), ``next_offset`` the offset after the batch's last input."""
+        self.window_store.bind(anchor)
+        return self.engine.process(partition, items, next_offset=next_offset)
 
     async def publish(self, out: Sender, partition: int, result: BatchResult) -> None:
         """The batch's state changes, its windows' partial results, then its watermark."""
@@ -87,33 +91,59 @@ class MergedView:
         self.window_store.forget(partition)
 
 
-def progress_line(pipeline: str, engine: Any) -> str:
-    """Where each partition of a pipeline stands: next offset and watermark."""
+def progress_line(pipeline: str, engine: Any, app: Any = None, topic: str = "") -> str:
+    """Where each partition of a pipeline stands: next offset and watermark (and, given the
+    app, the partitions of ``topic`` that Faust or the Kafka client hold paused)."""
     parts = []
     for partition in engine.partitions():
         clock = engine.clock(partition)
         wm = clock.watermark.watermark_ms
         parts.append(f"p{partition}@{clock.next_offset} wm={'-' if wm is None else wm}")
-    return f"{pipeline}: {', '.join(parts) or 'no partition yet'}"
+    line = f"{pipeline}: {', '.join(parts) or 'no partition yet'}"
+    if app is not None:
+        consumer = app.consumer
+        faust_paused = sorted(tp.partition for tp in consumer._paused_partitions
+                              if tp.topic == topic)
+        client = consumer._thread._consumer
+        client_paused = sorted(tp.partition for tp in (client.paused() if client else ())
+                               if tp.topic == topic)
+        if faust_paused or client_paused:
+            line += f"; paused: faust {faust_paused}, client {client_paused}"
+    return line
 
 
 class ViewMerger:
     """Feeds the records of a partials topic to the merge stage of their views."""
 
     def __init__(self, views: List[MergedView], partials_topic: str, sink: Sink,
-                 on_merged: OnMerged) -> None:
+                 on_merged: OnMerged, partition_log: PartitionLog) -> None:
         self.views = {v.name: v for v in views}
+        self.partition_log = partition_log
+        self._lock = asyncio.Lock()
         self.source = TP(partials_topic, 0)
         self.sink = sink
         self.on_merged = on_merged
 
-    async def merge(self, events: Sequence[EventT]) -> None:
-        """Merge one batch of partial records (all from the partials topic's one partition)."""
-        now_ms = wall_clock_ms()
-        results: Dict[str, MergeResult] = {name: MergeResult() for name in self.views}
+    def resume_offset(self) -> int:
+        """The next offset of the partials topic that the merge has not folded in."""
         for view in self.views.values():
             if not view.merger.loaded:
-                view.merger.load(now_ms)
+                view.merger.load(wall_clock_ms())
+        return min(view.merger.next_offset for view in self.views.values())
+
+    async def merge(self, events: Sequence[EventT]) -> None:
+        """Merge one batch of partial records (all from the partials topic's one partition)."""
+        async with self._lock:
+            await self._merge(events)
+
+    async def _merge(self, events: Sequence[EventT]) -> None:
+        now_ms = wall_clock_ms()
+        results: Dict[str, MergeResult] = {name: MergeResult() for name in self.views}
+        anchor = events[-1]
+        resume = self.resume_offset()
+        events = await self.partition_log.contiguous(events, resume, orjson.loads)
+        if not events:
+            return
         for event in events:
             rec = event.value
             view = self.views[rec["view"]]
@@ -129,11 +159,11 @@ class ViewMerger:
         async with self.sink.batch(self.source) as out:
             for view in self.views.values():
                 view.merger.next_offset = events[-1].message.offset + 1
-                view.merge_store.bind(events[-1])
+                view.merge_store.bind(anchor)
                 view.merger.save()
                 await view.merge_store.flush_changelog(out)
                 await self.on_merged(view, results[view.name], out)
-            out.consumed(events[-1].message.tp, events[-1].message.offset + 1)
+            out.consumed(anchor.message.tp, events[-1].message.offset + 1)
 
     async def tick(self, now_ms: int) -> None:
         """Let idleness move the global watermarks while no partial arrives."""

@@ -185,7 +185,7 @@ def assert_exact(outputs, inputs):
     views, dead_expected = decode_inputs(inputs)
     want_windows, want_sessions, want_late = expected_all(views)
     windows, window_revisions = window_outputs(metrics)
-    assert windows == want_windows
+    assert windows == want_windows, window_diff(windows, want_windows)
     assert all(revs == [0] for revs in window_revisions.values()), "each window exactly once"
     sessions, session_revisions = session_outputs(session_records)
     assert sessions == want_sessions
@@ -201,6 +201,23 @@ def assert_exact(outputs, inputs):
     dead = sorted((json.loads(r.value)["sourcePartition"], json.loads(r.value)["sourceOffset"],
                    json.loads(r.value)["reason"]) for r in dead_records)
     assert dead == dead_expected
+
+
+def window_diff(got, want) -> str:
+    """What differs, window by window: missing, unexpected, and the fields that differ."""
+    lines = []
+    for kind in ("tumbling", "hopping"):
+        for start in sorted(set(got[kind]) | set(want[kind])):
+            g, w = got[kind].get(start), want[kind].get(start)
+            if g == w:
+                continue
+            if g is None or w is None:
+                lines.append(f"{kind} {start}: {'missing' if g is None else 'unexpected'}")
+                continue
+            fields = {k: (g[k], w[k]) for k in w if g.get(k) != w[k] and k not in
+                      ("topPages", "topReferrers")}
+            lines.append(f"{kind} {start}: got/want {fields}")
+    return "\n".join(lines)
 
 
 def pageview_env(pipeline_env):

@@ -1,0 +1,195 @@
+"""Every record of a source partition, once, in offset order: whatever Faust's stream delivers.
+
+Around a rebalance or the seek that follows table recovery, Faust's stream can
+hand an agent events out of order, twice, or not at all (prefetched events
+from before the seek, buffers cleared by flow control: faust-streaming issues
+#216, #221, #236; seen here as a batch ``282..201`` and a partition that went
+``0..81`` then ``125..300``). The engines fold events in offset order from the
+state's next offset, so `PartitionLog.contiguous` checks each partition batch
+against that offset: a batch that starts there and has no holes is used as
+is; otherwise the partition's records from the state's next offset to the
+batch's last are read again straight from the broker, with the isolation level
+of the app (offsets without a record there are transaction markers or aborted
+records, not losses). On the usual path (no seek, no transactions on the
+input) this costs nothing; on a transactional input, such as the internal
+partials topics, every commit marker leaves a hole, so each batch is re-read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.types import TP
+
+from tables.errors import WeirError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LogMessage:
+    """The parts of a Faust message the pipelines use."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: Optional[bytes]
+
+    @property
+    def tp(self) -> TP:
+        return TP(self.topic, self.partition)
+
+
+@dataclass(frozen=True)
+class LogEvent:
+    """A record read back from the broker, shaped like a Faust event."""
+
+    message: LogMessage
+    value: Any
+
+
+class PartitionLog:
+    """Reads partitions back from the broker when Faust's stream has holes or disorder."""
+
+    def __init__(self, servers: str, isolation_level: str, timeout_s: float = 60.0) -> None:
+        self.servers = servers
+        self.isolation_level = isolation_level
+        self.timeout_s = timeout_s
+        self._consumer: Optional[AIOKafkaConsumer] = None
+        self._lock = asyncio.Lock()
+        self.rereads = 0
+
+    async def contiguous(self, events: Sequence[Any], next_offset: int,
+                         decode: Callable[[Optional[bytes]], Any] = lambda raw: raw) -> List[Any]:
+        """The records of one partition from ``next_offset`` through the batch's last offset.
+
+        ``events`` are Faust events of one partition; ``decode`` turns raw bytes
+        into what Faust's value serializer would have given.
+        """
+        fresh = [e for e in events if e.message.offset >= next_offset]
+        if not fresh:
+            return []
+        offsets = [e.message.offset for e in fresh]
+        if offsets == list(range(next_offset, next_offset + len(offsets))):
+            return fresh
+        last = max(offsets)
+        first = fresh[0].message
+        log.debug("%s[%d]: batch has offsets %d..%d (%d events) but the state expects %d next; "
+                 "reading %d..%d from the broker", first.topic, first.partition, offsets[0],
+                 offsets[-1], len(offsets), next_offset, next_offset, last)
+        return await self.read(first.topic, first.partition, next_offset, last, decode)
+
+    async def read(self, topic: str, partition: int, start: int, last: int,
+                   decode: Callable[[Optional[bytes]], Any]) -> List[LogEvent]:
+        """Records ``start..last`` (both inclusive) of the partition, as the app would see them."""
+        async with self._lock:
+            consumer = await self._started()
+            tp = TopicPartition(topic, partition)
+            consumer.assign([tp])
+            consumer.seek(tp, start)
+            records: List[LogEvent] = []
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.timeout_s
+            while await consumer.position(tp) <= last:
+                if loop.time() > deadline:
+                    raise WeirError(f"{topic}[{partition}]: could not read offsets {start}..{last} "
+                                    f"within {self.timeout_s:.0f} s")
+                batch = await consumer.getmany(tp, timeout_ms=500)
+                for msg in batch.get(tp, []):
+                    if start <= msg.offset <= last:
+                        records.append(LogEvent(LogMessage(topic, partition, msg.offset, msg.key),
+                                                decode(msg.value)))
+            self.rereads += 1
+            return records
+
+    async def end_offsets(self, topic: str, partitions: Sequence[int]) -> Dict[int, int]:
+        """Log end of each partition (the last stable offset under read_committed)."""
+        async with self._lock:
+            consumer = await self._started()
+            tps = [TopicPartition(topic, p) for p in partitions]
+            ends = await consumer.end_offsets(tps)
+            return {tp.partition: offset for tp, offset in ends.items()}
+
+    async def _started(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            self._consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.servers, group_id=None, enable_auto_commit=False,
+                isolation_level=self.isolation_level, auto_offset_reset="earliest")
+            await self._consumer.start()
+        return self._consumer
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+
+
+class PartitionLocks:
+    """One lock per source partition: Faust's batches and catch-up reads never interleave."""
+
+    def __init__(self) -> None:
+        self._locks: Dict[int, asyncio.Lock] = {}
+
+    def __call__(self, partition: int) -> asyncio.Lock:
+        return self._locks.setdefault(partition, asyncio.Lock())
+
+
+class StallWatch:
+    """Catches up partitions that Faust's stream stopped delivering.
+
+    After some rebalances Faust's stream delivers nothing more from a partition
+    although the log holds records past the state's next offset (prefetched
+    events dropped around the seek that follows recovery). Every check, each
+    assigned partition that is behind its log end and has made no progress for
+    ``stall_s`` is read from the broker and processed like a batch; whatever
+    Faust delivers later is skipped as a replay.
+    """
+
+    def __init__(self, app: Any, topic: str, partition_log: PartitionLog,
+                 next_offset: Callable[[int], int],
+                 process: Callable[[int, Sequence[Any]], Awaitable[None]],
+                 decode: Callable[[Optional[bytes]], Any] = lambda raw: raw,
+                 stall_s: float = 5.0) -> None:
+        self.app = app
+        self.topic = topic
+        self.partition_log = partition_log
+        self.next_offset = next_offset
+        self.process = process
+        self.decode = decode
+        self.stall_s = stall_s
+        self._seen: Dict[int, Tuple[int, float]] = {}  # partition -> (next offset, since when)
+
+    def _ready(self) -> bool:
+        recovery = self.app.tables.recovery
+        return recovery.completed.is_set() and not recovery.in_recovery and not self.app.rebalancing
+
+    async def check(self) -> None:
+        if not self._ready():
+            return
+        assignor = self.app.assignor
+        partitions = sorted(tp.partition for tp in self.app.consumer.assignment()
+                            if tp.topic == self.topic and not assignor.is_standby(tp))
+        if not partitions:
+            return
+        ends = await self.partition_log.end_offsets(self.topic, partitions)
+        now = asyncio.get_running_loop().time()
+        for partition in partitions:
+            nxt = self.next_offset(partition)
+            seen = self._seen.get(partition)
+            if seen is None or seen[0] != nxt:
+                self._seen[partition] = (nxt, now)
+                continue
+            if nxt >= ends[partition] or now - seen[1] < self.stall_s:
+                continue
+            log.warning("%s[%d]: no progress for %.0f s at offset %d, log end %d; reading the "
+                        "rest from the broker", self.topic, partition, now - seen[1], nxt,
+                        ends[partition])
+            events = await self.partition_log.read(self.topic, partition, nxt,
+                                                   ends[partition] - 1, self.decode)
+            if events:
+                await self.process(partition, events)
+            self._seen[partition] = (self.next_offset(partition), now)
