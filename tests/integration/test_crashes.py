@@ -20,7 +20,7 @@ import pytest
 
 from tests.integration import test_orders_pipeline as orders
 from tests.integration import test_pageviews_pipeline as pageviews
-from tests.integration.kafka_tools import Worker, produce, read_topic
+from tests.integration.kafka_tools import Worker, produce, read_topic, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -88,6 +88,68 @@ async def test_kill_9_mid_stream_and_restart_leaves_every_output_exact(
         worker.assert_running()
     finally:
         worker.stop()
+    page_metrics, sessions, late, dead = view_outputs
+    by_pipeline = {"orders": ([], []), "pageviews": ([], [])}
+    for records, slot in ((late, 0), (dead, 1)):
+        for r in records:
+            pipeline = b'"pipeline":"orders"' in r.value and "orders" or "pageviews"
+            by_pipeline[pipeline][slot].append(r)
+    orders.assert_exact(orders.summarize(metrics, *by_pipeline["orders"]), expected, order_dead,
+                        order_inputs)
+    pageviews.assert_exact((page_metrics, sessions, *by_pipeline["pageviews"]), view_inputs)
+
+
+async def test_two_workers_one_killed_then_a_third_joins_outputs_stay_exact(pipeline_env, tmp_path):
+    seed = int(os.environ.get("WEIR_TEST_SEED", time.time_ns() % 1_000_000))
+    print(f"kill schedule seed: {seed} (WEIR_TEST_SEED={seed} replays it)")
+    rnd = random.Random(seed)
+    env = {**pageviews.pageview_env(pipeline_env), "WEIR_CONSUMER_SESSION_TIMEOUT_MS": "6000"}
+    servers = env["KAFKA_BOOTSTRAP_SERVERS"]
+    order_body, order_flush = split_flush(orders.fixed_input(seed=41), b'"flush-')
+    view_body, view_flush = split_flush(pageviews.fixed_input(seed=43), b'"flush-')
+
+    def worker(name: str) -> Worker:
+        own = {**env, "WEIR_DATA_DIR": str(tmp_path / f"data-{name}")}
+        return Worker(own, tmp_path / f"worker-{name}.log").start()
+
+    a, b = worker("a"), worker("b")
+    for w in (a, b):  # both in the group before the input starts
+        await asyncio.to_thread(wait_for, lambda: "Worker ready" in w.log_text(), 90,
+                                "the workers to be ready")
+    producing = asyncio.gather(
+        stream_slowly(servers, env["WEIR_TOPIC_ORDERS"], order_body),
+        stream_slowly(servers, env["WEIR_TOPIC_PAGEVIEWS"], view_body))
+    c = None
+    try:
+        await read_topic(servers, env["WEIR_TOPIC_ORDER_METRICS"], 1, timeout_s=90, settle_s=0)
+        await asyncio.sleep(rnd.uniform(0.0, 2.0))
+        assert not producing.done(), "the crash should come mid-stream"
+        a.kill()  # b takes over a's partitions once a's session times out
+        await asyncio.sleep(rnd.uniform(6.0, 10.0))
+        c = worker("c")  # and shares them again with a newcomer
+        await producing
+        await produce(servers, env["WEIR_TOPIC_ORDERS"], order_flush)
+        await produce(servers, env["WEIR_TOPIC_PAGEVIEWS"], view_flush)
+        order_inputs = await read_topic(servers, env["WEIR_TOPIC_ORDERS"],
+                                        len(order_body) + len(order_flush), settle_s=0)
+        view_inputs = await read_topic(servers, env["WEIR_TOPIC_PAGEVIEWS"],
+                                       len(view_body) + len(view_flush), settle_s=0)
+        expected, order_dead = orders.oracle_for(order_inputs)
+        views, view_dead = pageviews.decode_inputs(view_inputs)
+        want_windows, want_sessions, want_late = pageviews.expected_all(views)
+        metrics = await read_topic(
+            servers, env["WEIR_TOPIC_ORDER_METRICS"], len(expected.merged()), timeout_s=120,
+            settle_s=3.0, until=lambda recs: orders.summarize(recs, [], [])[0]
+            == orders.expected_rows(expected)[0])
+        view_outputs = await pageviews.read_outputs(
+            env, want_windows, want_sessions, len(expected.late) + len(want_late),
+            len(order_dead) + len(view_dead), settle_s=3.0)
+        b.assert_running()
+        c.assert_running()
+    finally:
+        for w in (a, b, c):
+            if w is not None:
+                w.stop()
     page_metrics, sessions, late, dead = view_outputs
     by_pipeline = {"orders": ([], []), "pageviews": ([], [])}
     for records, slot in ((late, 0), (dead, 1)):
