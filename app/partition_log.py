@@ -162,6 +162,7 @@ class StallWatch:
         self.decode = decode
         self.stall_s = stall_s
         self._seen: Dict[int, Tuple[int, float]] = {}  # partition -> (next offset, since when)
+        self._clean: Dict[int, int] = {}  # partition -> a log end with no records past the state
 
     def _ready(self) -> bool:
         recovery = self.app.tables.recovery
@@ -178,18 +179,20 @@ class StallWatch:
         ends = await self.partition_log.end_offsets(self.topic, partitions)
         now = asyncio.get_running_loop().time()
         for partition in partitions:
-            nxt = self.next_offset(partition)
+            nxt, end = self.next_offset(partition), ends[partition]
             seen = self._seen.get(partition)
             if seen is None or seen[0] != nxt:
                 self._seen[partition] = (nxt, now)
                 continue
-            if nxt >= ends[partition] or now - seen[1] < self.stall_s:
+            if nxt >= end or now - seen[1] < self.stall_s or self._clean.get(partition) == end:
                 continue
-            log.warning("%s[%d]: no progress for %.0f s at offset %d, log end %d; reading the "
-                        "rest from the broker", self.topic, partition, now - seen[1], nxt,
-                        ends[partition])
-            events = await self.partition_log.read(self.topic, partition, nxt,
-                                                   ends[partition] - 1, self.decode)
-            if events:
-                await self.process(partition, events)
+            events = await self.partition_log.read(self.topic, partition, nxt, end - 1,
+                                                   self.decode)
+            if not events:  # only transaction markers or aborted records up to the end
+                self._clean[partition] = end
+                continue
+            log.warning("%s[%d]: no progress for %.0f s at offset %d, log end %d: processing "
+                        "%d records read from the broker", self.topic, partition,
+                        now - seen[1], nxt, end, len(events))
+            await self.process(partition, events)
             self._seen[partition] = (self.next_offset(partition), now)
