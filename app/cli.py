@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Optional
 from pathlib import Path
 
 from tables.errors import WeirError
@@ -85,8 +86,12 @@ def _register_commands(app, conf) -> None:
         sent = await produce(conf.kafka_servers, topic, stream, rate=rate)
         self.say(f"sent {sent} {kind} to {topic}")
 
-    @app.command(option("--max-seconds", type=float, default=0.0, help="stop after this long (0: never)"))
-    async def watch(self, max_seconds: float) -> None:
+    @app.command(
+        option("--max-seconds", type=float, default=0.0, help="stop after this long (0: never)"),
+        option("--min-session-pages", type=int, default=10,
+               help="print only sessions with at least this many pages"),
+    )
+    async def watch(self, max_seconds: float, min_session_pages: int) -> None:
         """Print closed windows, late events and dead letters as they arrive."""
         wanted = [conf.order_metrics_topic, conf.pageview_metrics_topic, conf.user_sessions_topic,
                   conf.late_events_topic, conf.dead_letters_topic]
@@ -100,11 +105,13 @@ def _register_commands(app, conf) -> None:
                 batches = await consumer.getmany(timeout_ms=500)
                 for tp, records in batches.items():
                     for record in records:
-                        self.say(describe(tp.topic, record.value))
+                        line = describe(tp.topic, record.value, min_session_pages)
+                        if line:
+                            self.say(line)
         finally:
             await consumer.stop()
 
-    def describe(topic: str, value: bytes) -> str:
+    def describe(topic: str, value: bytes, min_session_pages: int = 0) -> Optional[str]:
         """One readable line per output record."""
         try:
             rec = orjson.loads(value)
@@ -120,6 +127,8 @@ def _register_commands(app, conf) -> None:
                     f"{_clock(rec['windowEnd'])}) revision {rec['revision']}: "
                     f"{rec['pageViews']} views, {rec['activeUsers']} active users; top: {top}")
         if topic == conf.user_sessions_topic:
+            if not rec["retracted"] and rec["pageViews"] < min_session_pages:
+                return None
             if rec["retracted"]:
                 return f"  session {rec['sessionId']} from {_clock(rec['sessionStart'])} retracted"
             return (f"  session {rec['sessionId']}: {rec['pageViews']} pages in "

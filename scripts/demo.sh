@@ -10,6 +10,8 @@ scripts/bootstrap.sh
 export PATH="$PWD/.venv/bin:$PATH"
 seconds=${DEMO_SECONDS:-120}
 export WEIR_HOME=.weir/demo WEIR_DATA_DIR=.weir/demo/worker
+# sessions end after 5 min of event time here (7.5 s of the demo's wall clock), not 30 min
+export WEIR_SESSION_GAP_MS=${WEIR_SESSION_GAP_MS:-300000}
 logs=.weir/demo/logs
 weir broker wipe >/dev/null
 rm -rf "$WEIR_DATA_DIR"
