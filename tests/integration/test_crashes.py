@@ -36,6 +36,38 @@ def split_flush(messages, marker: bytes):
     return [m for m in messages if marker not in m[2]], flush
 
 
+async def read_both_pipelines(env, order_count: int, view_count: int):
+    """Inputs and outputs of both pipelines, read once the outputs equal the oracles (or time
+    out); late events and dead letters of both pipelines share their topics."""
+    servers = env["KAFKA_BOOTSTRAP_SERVERS"]
+    order_inputs = await read_topic(servers, env["WEIR_TOPIC_ORDERS"], order_count, settle_s=0)
+    view_inputs = await read_topic(servers, env["WEIR_TOPIC_PAGEVIEWS"], view_count, settle_s=0)
+    expected, order_dead = orders.oracle_for(order_inputs)
+    views, view_dead = pageviews.decode_inputs(view_inputs)
+    want_windows, want_sessions, want_late = pageviews.expected_all(views)
+    metrics = await read_topic(
+        servers, env["WEIR_TOPIC_ORDER_METRICS"], len(expected.merged()), timeout_s=120,
+        settle_s=3.0, until=lambda recs: orders.summarize(recs, [], [])[0]
+        == orders.expected_rows(expected)[0])
+    view_outputs = await pageviews.read_outputs(
+        env, want_windows, want_sessions, len(expected.late) + len(want_late),
+        len(order_dead) + len(view_dead), settle_s=3.0)
+    return order_inputs, view_inputs, expected, order_dead, metrics, view_outputs
+
+
+def assert_both_exact(outputs) -> None:
+    order_inputs, view_inputs, expected, order_dead, metrics, view_outputs = outputs
+    page_metrics, sessions, late, dead = view_outputs
+    by_pipeline = {"orders": ([], []), "pageviews": ([], [])}
+    for records, slot in ((late, 0), (dead, 1)):
+        for r in records:
+            pipeline = b'"pipeline":"orders"' in r.value and "orders" or "pageviews"
+            by_pipeline[pipeline][slot].append(r)
+    orders.assert_exact(orders.summarize(metrics, *by_pipeline["orders"]), expected, order_dead,
+                        order_inputs)
+    pageviews.assert_exact((page_metrics, sessions, *by_pipeline["pageviews"]), view_inputs)
+
+
 @pytest.mark.parametrize("keep_data_dir", [True, False], ids=["data-dir-kept", "data-dir-deleted"])
 async def test_kill_9_mid_stream_and_restart_leaves_every_output_exact(
     pipeline_env, tmp_path, keep_data_dir
@@ -69,34 +101,12 @@ async def test_kill_9_mid_stream_and_restart_leaves_every_output_exact(
     await produce(servers, env["WEIR_TOPIC_PAGEVIEWS"], view_flush)
     worker = Worker(env, tmp_path / "worker-3.log").start()
     try:
-        order_inputs = await read_topic(servers, env["WEIR_TOPIC_ORDERS"],
-                                        len(order_body) + len(order_flush), settle_s=0)
-        view_inputs = await read_topic(servers, env["WEIR_TOPIC_PAGEVIEWS"],
-                                       len(view_body) + len(view_flush), settle_s=0)
-        expected, order_dead = orders.oracle_for(order_inputs)
-        views, view_dead = pageviews.decode_inputs(view_inputs)
-        want_windows, want_sessions, want_late = pageviews.expected_all(views)
-        # late events and dead letters of both pipelines share their topics
-        late_count = len(expected.late) + len(want_late)
-        dead_count = len(order_dead) + len(view_dead)
-        metrics = await read_topic(
-            servers, env["WEIR_TOPIC_ORDER_METRICS"], len(expected.merged()), timeout_s=120,
-            settle_s=3.0, until=lambda recs: orders.summarize(recs, [], [])[0]
-            == orders.expected_rows(expected)[0])
-        view_outputs = await pageviews.read_outputs(env, want_windows, want_sessions, late_count,
-                                                    dead_count, settle_s=3.0)
+        outputs = await read_both_pipelines(env, len(order_body) + len(order_flush),
+                                            len(view_body) + len(view_flush))
         worker.assert_running()
     finally:
         worker.stop()
-    page_metrics, sessions, late, dead = view_outputs
-    by_pipeline = {"orders": ([], []), "pageviews": ([], [])}
-    for records, slot in ((late, 0), (dead, 1)):
-        for r in records:
-            pipeline = b'"pipeline":"orders"' in r.value and "orders" or "pageviews"
-            by_pipeline[pipeline][slot].append(r)
-    orders.assert_exact(orders.summarize(metrics, *by_pipeline["orders"]), expected, order_dead,
-                        order_inputs)
-    pageviews.assert_exact((page_metrics, sessions, *by_pipeline["pageviews"]), view_inputs)
+    assert_both_exact(outputs)
 
 
 async def test_two_workers_one_killed_then_a_third_joins_outputs_stay_exact(pipeline_env, tmp_path):
@@ -130,32 +140,12 @@ async def test_two_workers_one_killed_then_a_third_joins_outputs_stay_exact(pipe
         await producing
         await produce(servers, env["WEIR_TOPIC_ORDERS"], order_flush)
         await produce(servers, env["WEIR_TOPIC_PAGEVIEWS"], view_flush)
-        order_inputs = await read_topic(servers, env["WEIR_TOPIC_ORDERS"],
-                                        len(order_body) + len(order_flush), settle_s=0)
-        view_inputs = await read_topic(servers, env["WEIR_TOPIC_PAGEVIEWS"],
-                                       len(view_body) + len(view_flush), settle_s=0)
-        expected, order_dead = orders.oracle_for(order_inputs)
-        views, view_dead = pageviews.decode_inputs(view_inputs)
-        want_windows, want_sessions, want_late = pageviews.expected_all(views)
-        metrics = await read_topic(
-            servers, env["WEIR_TOPIC_ORDER_METRICS"], len(expected.merged()), timeout_s=120,
-            settle_s=3.0, until=lambda recs: orders.summarize(recs, [], [])[0]
-            == orders.expected_rows(expected)[0])
-        view_outputs = await pageviews.read_outputs(
-            env, want_windows, want_sessions, len(expected.late) + len(want_late),
-            len(order_dead) + len(view_dead), settle_s=3.0)
+        outputs = await read_both_pipelines(env, len(order_body) + len(order_flush),
+                                            len(view_body) + len(view_flush))
         b.assert_running()
         c.assert_running()
     finally:
         for w in (a, b, c):
             if w is not None:
                 w.stop()
-    page_metrics, sessions, late, dead = view_outputs
-    by_pipeline = {"orders": ([], []), "pageviews": ([], [])}
-    for records, slot in ((late, 0), (dead, 1)):
-        for r in records:
-            pipeline = b'"pipeline":"orders"' in r.value and "orders" or "pageviews"
-            by_pipeline[pipeline][slot].append(r)
-    orders.assert_exact(orders.summarize(metrics, *by_pipeline["orders"]), expected, order_dead,
-                        order_inputs)
-    pageviews.assert_exact((page_metrics, sessions, *by_pipeline["pageviews"]), view_inputs)
+    assert_both_exact(outputs)
