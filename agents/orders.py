@@ -12,17 +12,16 @@ from __future__ import annotations
 import logging
 from typing import List, Sequence
 
-import orjson
 from faust.types import TP, EventT
 
 from app.clock import wall_clock_ms
 from app.faust_app import app, partition_log, settings
 from app.models import BadEvent, OrderMetrics, decode_order
-from app.partitions import split_by_partition
 from app.sinks import Sender, Sink, future_timestamp, send_dead_letter, send_late_event
 from app.topics import register_merge_topic
-from app.partition_log import PartitionLocks, StallWatch
-from app.windowed import MergedView, ViewMerger, batch_gate, progress_line
+from app.partition_log import PartitionLocks
+from app.windowed import (MergedView, ViewMerger, batch_gate, check_watches,
+                          consume_in_batches, progress_line, stall_watches)
 from tables.aggregators import CountAndSum
 from tables.engine import Item
 from tables.merge import MergeResult
@@ -47,14 +46,7 @@ totals = MergedView(app, settings, "orders-totals",
 @app.agent(orders_topic)
 async def order_windows(stream):
     """Consume orders in batches; each batch is split by source partition."""
-    async for events in stream.take_events(settings.batch_max_events,
-                                           settings.batch_max_wait_ms / 1000):
-        await batch_gate.run(events, lambda: process_batch(events))
-
-
-async def process_batch(events: Sequence[EventT]) -> None:
-    for partition, batch in split_by_partition(events):
-        await process_orders(partition, batch)
+    await consume_in_batches(stream, settings, process_orders)
 
 
 async def process_orders(partition: int, events: Sequence[EventT]) -> None:
@@ -139,20 +131,13 @@ async def orders_progress() -> None:
     log.info(progress_line(PIPELINE, totals.engine, app, settings.orders_topic))
 
 
-watches = [
-    StallWatch(app, settings.orders_topic, partition_log, lambda p: totals.engine.clock(p).next_offset, process_orders),
-    StallWatch(app, partials_topic.get_topic_name(), partition_log,
-               lambda p: merger.resume_offset(), lambda p, events: merger.merge(events),
-               orjson.loads),
-]
+watches = stall_watches(app, settings.orders_topic, lambda p: totals.engine.clock(p).next_offset, process_orders, merger)
 
 
 @app.timer(interval=2.0)
 async def orders_stall_watch() -> None:
     """Partitions Faust's stream stopped delivering are read from the broker."""
-    for watch in watches:
-        if not batch_gate.closed:
-            await batch_gate.run([], watch.check)
+    await check_watches(watches)
 
 
 @app.on_partitions_revoked.connect

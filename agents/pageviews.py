@@ -17,17 +17,16 @@ from __future__ import annotations
 import logging
 from typing import Any, List, Sequence
 
-import orjson
 from faust.types import TP, EventT
 
 from app.clock import wall_clock_ms
 from app.faust_app import app, partition_log, settings
 from app.models import BadEvent, PageviewMetrics, UserSession, decode_pageview
-from app.partitions import split_by_partition
 from app.sinks import Sender, Sink, future_timestamp, send_dead_letter, send_late_event
 from app.topics import register_merge_topic, register_table
-from app.partition_log import PartitionLocks, StallWatch
-from app.windowed import MergedView, ViewMerger, batch_gate, progress_line
+from app.partition_log import PartitionLocks
+from app.windowed import (MergedView, ViewMerger, batch_gate, check_watches,
+                          consume_in_batches, progress_line, stall_watches)
 from tables.aggregators import Count, Distinct, Fields, FirstAndLast, Frequencies
 from tables.engine import Item
 from tables.faust_store import FaustTableStore
@@ -70,14 +69,7 @@ SESSIONS_VIEW = "pageview-sessions"
 @app.agent(pageviews_topic)
 async def pageview_windows(stream):
     """Consume pageviews in batches; each batch is split by source partition."""
-    async for events in stream.take_events(settings.batch_max_events,
-                                           settings.batch_max_wait_ms / 1000):
-        await batch_gate.run(events, lambda: process_batch(events))
-
-
-async def process_batch(events: Sequence[EventT]) -> None:
-    for partition, batch in split_by_partition(events):
-        await process_pageviews(partition, batch)
+    await consume_in_batches(stream, settings, process_pageviews)
 
 
 async def process_pageviews(partition: int, events: Sequence[EventT]) -> None:
@@ -208,20 +200,13 @@ async def pageviews_progress() -> None:
     log.info(progress_line(PIPELINE, tumbling.engine, app, settings.pageviews_topic))
 
 
-watches = [
-    StallWatch(app, settings.pageviews_topic, partition_log, lambda p: tumbling.engine.clock(p).next_offset, process_pageviews),
-    StallWatch(app, partials_topic.get_topic_name(), partition_log,
-               lambda p: merger.resume_offset(), lambda p, events: merger.merge(events),
-               orjson.loads),
-]
+watches = stall_watches(app, settings.pageviews_topic, lambda p: tumbling.engine.clock(p).next_offset, process_pageviews, merger)
 
 
 @app.timer(interval=2.0)
 async def pageviews_stall_watch() -> None:
     """Partitions Faust's stream stopped delivering are read from the broker."""
-    for watch in watches:
-        if not batch_gate.closed:
-            await batch_gate.run([], watch.check)
+    await check_watches(watches)
 
 
 @app.on_partitions_revoked.connect

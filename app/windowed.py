@@ -18,7 +18,8 @@ import orjson
 from faust.types import TP, EventT
 
 from app.clock import wall_clock_ms
-from app.partition_log import PartitionLog
+from app.partition_log import PartitionLog, StallWatch
+from app.partitions import split_by_partition
 from app.settings import Settings
 from app.sinks import Sender, Sink
 from app.topics import register_table
@@ -89,6 +90,38 @@ class MergedView:
     def forget(self, partition: int) -> None:
         self.engine.forget(partition)
         self.window_store.forget(partition)
+
+
+async def consume_in_batches(stream: Any, settings: Settings,
+                             process: Callable[[int, Sequence[EventT]], Awaitable[None]]) -> None:
+    """An agent's loop: batches of up to ``WEIR_BATCH_MAX_EVENTS``, each split by source
+    partition and processed partition by partition, between stops (`batch_gate`)."""
+    async for events in stream.take_events(settings.batch_max_events,
+                                           settings.batch_max_wait_ms / 1000):
+        async def by_partition(batch: Sequence[EventT] = events) -> None:
+            for partition, part in split_by_partition(batch):
+                await process(partition, part)
+
+        await batch_gate.run(events, by_partition)
+
+
+def stall_watches(app: Any, topic: str, next_offset: Callable[[int], int],
+                  process: Callable[[int, Sequence[Any]], Awaitable[None]],
+                  merger: "ViewMerger") -> List[StallWatch]:
+    """Watches over a pipeline's input topic and its partials topic."""
+    log_reader = merger.partition_log
+    return [
+        StallWatch(app, topic, log_reader, next_offset, process),
+        StallWatch(app, merger.source.topic, log_reader, lambda p: merger.resume_offset(),
+                   lambda p, events: merger.merge(events), orjson.loads),
+    ]
+
+
+async def check_watches(watches: Sequence[StallWatch]) -> None:
+    """One round of stall checks, each between stops; none once the worker is stopping."""
+    for watch in watches:
+        if not batch_gate.closed:
+            await batch_gate.run([], watch.check)
 
 
 def progress_line(pipeline: str, engine: Any, app: Any = None, topic: str = "") -> str:
