@@ -141,6 +141,12 @@ SPECS: Dict[str, Spec] = {
         "Events more than this ahead of the worker's wall clock go to dead-letters "
         "(reason future_timestamp) instead of moving the watermark.",
     ),
+    "dedup_ttl_ms": Spec(
+        "WEIR_DEDUP_TTL_MS", "300000", _int(0),
+        "How long (event time) an event id is remembered, so that an upstream re-delivery of "
+        "the same id counts once (orders: orderId; pageviews: sessionId+timestamp+page). "
+        "0: no deduplication.",
+    ),
     "idle_timeout_ms": Spec(
         "WEIR_IDLE_TIMEOUT_MS", "30000", _int(1),
         "A source partition silent this long (wall clock) stops holding back merged "
@@ -209,6 +215,7 @@ class Settings:
     max_out_of_orderness_ms: int
     allowed_lateness_ms: int
     max_future_skew_ms: int
+    dedup_ttl_ms: int
     idle_timeout_ms: int
     idle_advance: str
     batch_max_events: int

@@ -78,6 +78,12 @@ async def read_topic(servers: str, topic: str, at_least: int = 0, timeout_s: flo
         await consumer.stop()
 
 
+def redeliver_some(rnd, messages: list, earlier: list, share: float = 0.04) -> None:
+    """Now and then send one of the ``earlier`` messages again, as an upstream retry does."""
+    if rnd.random() < share:
+        messages.append(rnd.choice(earlier))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
