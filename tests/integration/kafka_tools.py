@@ -93,16 +93,18 @@ def free_port() -> int:
 class Worker:
     """A real `weir worker` process with its own environment and log file."""
 
-    def __init__(self, env: Dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: Dict[str, str], log_path: Path,
+                 program: Optional[List[str]] = None) -> None:
         self.env = {**os.environ, **env}
         self.log_path = log_path
+        self.program = program or [WEIR]  # or a wrapper of `weir`, e.g. with a fault injected
         self.proc: Optional[subprocess.Popen] = None
 
     def start(self) -> "Worker":
         port = str(free_port())
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [WEIR, "worker", "-l", "info", "--web-port", port],
+            [*self.program, "worker", "-l", "info", "--web-port", port],
             env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         log.close()
