@@ -38,6 +38,7 @@ orders_topic = app.topic(settings.orders_topic, key_type=bytes, value_type=bytes
 partials_topic = app.topic(settings.topic_name("orders-partials"), partitions=1,
                            key_serializer="raw", value_serializer="json")
 sink = Sink(app)
+limits = settings.input_limits
 locks = PartitionLocks()
 
 totals = MergedView(app, settings, "orders-totals",
@@ -75,9 +76,10 @@ async def _process_orders(partition: int, events: Sequence[EventT]) -> None:
             if clock.is_replay(event.message.offset):
                 continue
             try:
-                order = decode_order(event.value)
+                order = decode_order(event.value, limits)
             except BadEvent as exc:
-                await send_dead_letter(out, settings.dead_letters_topic, PIPELINE, exc, event)
+                await send_dead_letter(out, settings.dead_letters_topic, PIPELINE, exc, event,
+                                       settings.max_event_bytes)
                 continue
             if not seen.first_delivery(partition, order.order_id, order.timestamp):
                 continue
@@ -96,7 +98,7 @@ async def _process_orders(partition: int, events: Sequence[EventT]) -> None:
         for item in result.too_far_ahead:
             await send_dead_letter(out, settings.dead_letters_topic, PIPELINE,
                                    future_timestamp(item.ts_ms, settings.max_future_skew_ms),
-                                   item.source)
+                                   item.source, settings.max_event_bytes)
         out.consumed(anchor.message.tp, next_offset)
 
 

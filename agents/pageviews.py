@@ -45,6 +45,7 @@ pageviews_topic = app.topic(settings.pageviews_topic, key_type=bytes, value_type
 partials_topic = app.topic(settings.topic_name("pageviews-partials"), partitions=1,
                            key_serializer="raw", value_serializer="json")
 sink = Sink(app)
+limits = settings.input_limits
 locks = PartitionLocks()
 
 #: a window's accumulator: views, distinct sessions, distinct user ids, pages, referrers
@@ -103,13 +104,14 @@ async def _process_pageviews(partition: int, events: Sequence[EventT]) -> None:
             if offset < done_before:
                 continue
             try:
-                view = decode_pageview(event.value)
+                view = decode_pageview(event.value, limits)
             except BadEvent as exc:
-                await send_dead_letter(out, settings.dead_letters_topic, PIPELINE, exc, event)
+                await send_dead_letter(out, settings.dead_letters_topic, PIPELINE, exc, event,
+                                       settings.max_event_bytes)
                 continue
             if view.timestamp > horizon_ms:  # must not drag any watermark forward
                 await send_dead_letter(out, settings.dead_letters_topic, PIPELINE, future_timestamp(
-                    view.timestamp, settings.max_future_skew_ms), event)
+                    view.timestamp, settings.max_future_skew_ms), event, settings.max_event_bytes)
                 continue
             if not seen.first_delivery(partition, f"{view.session_id}|{view.timestamp}|{view.page}",
                                        view.timestamp):
