@@ -11,6 +11,7 @@ from typing import Dict, List, Tuple
 
 import pytest
 
+from tests.integration.hostile import HOSTILE_ORDERS
 from tests.integration.kafka_tools import Record, Worker, produce, read_topic, redeliver_some
 from tests.oracle import InputEvent, expected_outputs
 
@@ -27,6 +28,7 @@ MALFORMED = [
     (b'{"orderId":"m","userId":"u","amount":"5","timestamp":1,"productId":"p"}', "wrong_type"),
     (b"[]", "wrong_shape"),
 ]
+KNOWN_BAD = {**dict(MALFORMED), **dict(HOSTILE_ORDERS)}  # payload -> dead-letter reason
 
 
 def order(i: str, ts: int, amount: float) -> bytes:
@@ -81,8 +83,8 @@ def oracle_for(inputs: List[Record], lateness_ms: int = 0):
     """Expected outputs; an order id already delivered on its partition counts once."""
     events, dead, seen = [], [], set()
     for r in inputs:
-        reason = dict(MALFORMED).get(r.value)
-        if b'"orderId": "future"' in r.value:
+        reason = KNOWN_BAD.get(r.value)
+        if reason is None and b'"orderId": "future"' in r.value:
             reason = "future_timestamp"
         if reason:
             dead.append((r.partition, r.offset, reason))
@@ -151,7 +153,7 @@ def assert_exact(got, expected, dead_expected, inputs, lateness_ms=0):
         # revisions depends on when the other partitions' watermarks arrive)
         assert any(e.revision > 0 for e in expected.emissions)
     by_offset = {(r.partition, r.offset): json.loads(r.value)["timestamp"] for r in inputs
-                 if r.value not in dict(MALFORMED) and b'"future"' not in r.value}
+                 if r.value not in KNOWN_BAD and b'"future"' not in r.value}
     assert [row[:4] for row in late] == [row[:4] for row in want_late]
     for p, off, _start, wm, late_by, same_ts in late:
         assert late_by == wm - by_offset[(p, off)] and same_ts

@@ -16,6 +16,7 @@ from typing import Dict, List, Tuple
 
 import pytest
 
+from tests.integration.hostile import HOSTILE_PAGEVIEWS
 from tests.integration.kafka_tools import Record, Worker, produce, read_topic, redeliver_some
 from tests.pageview_oracle import View, expected_windows
 from tests.session_oracle import KeyedEvent, expected_sessions
@@ -35,6 +36,7 @@ MALFORMED = [
     (b'{"sessionId":"","page":"/","timestamp":1}', "invalid_value"),
     (b'"text"', "wrong_shape"),
 ]
+KNOWN_BAD = {**dict(MALFORMED), **dict(HOSTILE_PAGEVIEWS)}  # payload -> dead-letter reason
 
 
 def pageview(session: str, ts: int, page: str, referrer=None, user=None) -> bytes:
@@ -101,8 +103,8 @@ def decode_inputs(inputs: List[Record]):
     partition counts once."""
     views, dead, seen = [], [], set()
     for r in inputs:
-        reason = dict(MALFORMED).get(r.value)
-        if b'"sessionId": "future"' in r.value:
+        reason = KNOWN_BAD.get(r.value)
+        if reason is None and b'"sessionId": "future"' in r.value:
             reason = "future_timestamp"
         if reason:
             dead.append((r.partition, r.offset, reason))
