@@ -1,7 +1,8 @@
-"""`weir` with one injected crash, for transaction tests: ``python -m tests.integration.faulty_worker``.
+"""`weir` with faults injected, for tests: ``python -m tests.integration.faulty_worker``.
 
-Environment:
+Environment (each fault is off unless its variable is set):
 
+- ``WEIR_TEST_SLOW_COMMIT_MS``: every batch's commit first sleeps this long (a slow sink);
 - ``WEIR_TEST_CRASH_BEFORE_COMMIT_TO``: the process exits (``os._exit``, no clean-up, as
   kill -9) right before committing the first batch that sent something to this topic;
 - ``WEIR_TEST_CRASH_MARKER``: a file created at the crash; while it exists no crash
@@ -13,6 +14,7 @@ Environment:
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from pathlib import Path
@@ -26,7 +28,23 @@ CRASH_EXIT_CODE = 17
 
 
 def install() -> None:
-    topic = os.environ["WEIR_TEST_CRASH_BEFORE_COMMIT_TO"]
+    if os.environ.get("WEIR_TEST_SLOW_COMMIT_MS"):
+        slow_commits(int(os.environ["WEIR_TEST_SLOW_COMMIT_MS"]) / 1000)
+    if os.environ.get("WEIR_TEST_CRASH_BEFORE_COMMIT_TO"):
+        crash_before_commit(os.environ["WEIR_TEST_CRASH_BEFORE_COMMIT_TO"])
+
+
+def slow_commits(delay_s: float) -> None:
+    commit = sinks.Sender._commit
+
+    async def slow_commit(self, group_id):
+        await asyncio.sleep(delay_s)
+        await commit(self, group_id)
+
+    sinks.Sender._commit = slow_commit
+
+
+def crash_before_commit(topic: str) -> None:
     marker = Path(os.environ["WEIR_TEST_CRASH_MARKER"])
     outside = os.environ.get("WEIR_TEST_SEND_OUTSIDE_TRANSACTION") == "1"
     send, commit = sinks.Sender.send, sinks.Sender._commit
