@@ -87,6 +87,25 @@ def _register_commands(app, conf) -> None:
         self.say(f"sent {sent} {kind} to {topic}")
 
     @app.command(
+        option("--events", type=int, default=1_000_000, help="orders to produce"),
+        option("--partitions", type=int, default=8, help="partitions of the input topic"),
+        option("--subjects", type=str, default="weir,quix,ceiling",
+               help="comma-separated: weir, quix, ceiling"),
+        option("--json", "json_path", type=str, default="bench-results.json",
+               help="where to write the results ('' for nowhere)"),
+    )
+    async def bench(self, events: int, partitions: int, subjects: str, json_path: str) -> None:
+        """Measure Weir's order windows against Quix Streams and a bare consume loop."""
+        from app import bench as benchmark
+
+        if conf.uses_local_broker:
+            local_broker.ensure_jars(home, progress=self.say)
+            local_broker.start(home, conf.broker_port, conf.broker_controller_port)
+        await benchmark.run(conf.kafka_servers, events, partitions,
+                            [s.strip() for s in subjects.split(",") if s.strip()],
+                            Path(json_path) if json_path else None, say=self.say)
+
+    @app.command(
         option("--max-seconds", type=float, default=0.0, help="stop after this long (0: never)"),
         option("--min-session-pages", type=int, default=10,
                help="print only sessions with at least this many pages"),
