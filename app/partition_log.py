@@ -55,8 +55,10 @@ class LogEvent:
 class PartitionLog:
     """Reads partitions back from the broker when Faust's stream has holes or disorder."""
 
-    def __init__(self, servers: str, isolation_level: str, timeout_s: float = 60.0) -> None:
+    def __init__(self, servers: str, isolation_level: str, timeout_s: float = 60.0,
+                 client_options: Optional[Dict[str, Any]] = None) -> None:
         self.servers = servers
+        self.client_options = client_options or {}
         self.isolation_level = isolation_level
         self.timeout_s = timeout_s
         self._consumer: Optional[AIOKafkaConsumer] = None
@@ -118,7 +120,8 @@ class PartitionLog:
         if self._consumer is None:
             self._consumer = AIOKafkaConsumer(
                 bootstrap_servers=self.servers, group_id=None, enable_auto_commit=False,
-                isolation_level=self.isolation_level, auto_offset_reset="earliest")
+                isolation_level=self.isolation_level, auto_offset_reset="earliest",
+                **self.client_options)
             await self._consumer.start()
         return self._consumer
 
