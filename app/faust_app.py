@@ -12,6 +12,7 @@ import sys
 
 import faust
 
+from app import monitoring
 from app.kafka_auth import broker_credentials, client_options
 from app.partition_log import PartitionLog
 from app.settings import Settings
@@ -92,3 +93,4 @@ app = WeirApp(
     web_port=settings.web_port,
     web_tables_enabled=settings.web_tables_enabled == "true",
 )
+monitoring.install(app, settings)
