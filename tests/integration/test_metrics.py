@@ -9,6 +9,7 @@ import pytest
 from tests.integration.kafka_tools import Worker, produce, read_topic, wait_for
 from tests.integration.prometheus_tools import Prometheus, http_status, scrape
 from tests.integration.test_orders_pipeline import fixed_input, oracle_for
+from tests.unit.test_deployment import dashboard_queries
 
 pytestmark = pytest.mark.integration
 
@@ -83,6 +84,15 @@ async def test_prometheus_sums_of_two_workers_equal_what_was_produced(pipeline_e
         own = scrape(workers[0].web_port)
         assert own["weir_table_keys"] and own["weir_state_disk_bytes"][0][1] > 0
         assert own["weir_changelog_recovery_in_progress"][0][1] == 0
+
+        # every query of the Grafana dashboard is valid PromQL; those on data flowing here answer
+        queries = dashboard_queries()
+        for title, exprs in queries.items():
+            for expr in exprs:
+                prom.query(expr)  # raises unless Prometheus accepts it
+        for title in ("Throughput (events/s)", "Consumer lag (records)", "Watermark lag (s)",
+                      "Dead letters by reason (/s)", "Late events (/s)"):
+            assert prom.query(queries[title][0]), title
     finally:
         prom.stop()
         for w in workers:
