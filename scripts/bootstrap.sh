@@ -13,7 +13,15 @@ command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     echo "bootstrap: installing ${need_apt[*]} with apt-get"
-    apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${need_apt[@]}"
+    apt_log=$(mktemp)  # quiet unless it fails; waits for another apt-get to finish
+    if ! { apt-get -o DPkg::Lock::Timeout=600 update -qq \
+           && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 \
+                install -y -qq "${need_apt[@]}"; } >"$apt_log" 2>&1; then
+      cat "$apt_log" >&2
+      rm -f "$apt_log"
+      exit 1
+    fi
+    rm -f "$apt_log"
   else
     echo "bootstrap: missing ${need_apt[*]}; install them (e.g. apt-get install ${need_apt[*]})" >&2
     exit 1
