@@ -79,6 +79,7 @@ async def test_prometheus_sums_of_two_workers_equal_what_was_produced(pipeline_e
         assert len(marks) == 4 and all(v > 1_699_999_000 for _, v in marks)
         assert len(prom.query("weir_event_time_lag_seconds")) == 4
 
+        assert http_status(f"http://127.0.0.1:{workers[0].web_port}/") == 200  # the HEALTHCHECK
         assert http_status(f"http://127.0.0.1:{workers[0].web_port}/table/") == 404
         assert http_status(f"http://127.0.0.1:{workers[1].web_port}/table/") == 200
         own = scrape(workers[0].web_port)
