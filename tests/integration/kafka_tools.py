@@ -94,7 +94,7 @@ class Worker:
         self.web_port = 0
 
     def start(self) -> "Worker":
-        self.web_port = free_port()
+        self.web_port = self.web_port or free_port()  # kept across restarts, or set beforehand
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [WEIR, "worker", "-l", "info", "--web-port", str(self.web_port)],

@@ -6,21 +6,42 @@ import collections
 
 import pytest
 
-from tests.integration.kafka_tools import Worker, produce, read_topic, wait_for
+from tests.integration.kafka_tools import Worker, free_port, produce, read_topic, wait_for
 from tests.integration.prometheus_tools import Prometheus, http_status, scrape
-from tests.integration.test_orders_pipeline import fixed_input, oracle_for
+from tests.integration.test_orders_pipeline import fixed_input, oracle_for, produce_slowly
 from tests.unit.test_deployment import dashboard_queries
 
 pytestmark = pytest.mark.integration
 
 
-def start_workers(env, tmp_path, count, extra=None):
+def make_workers(env, tmp_path, count, extra=None):
+    """Workers not started yet, each with its own data dir and web port."""
     workers = []
     for i in range(count):
         worker_env = {**env, "WEIR_DATA_DIR": str(tmp_path / f"data-{i}"),
                       **((extra or {}).get(i, {}))}
-        workers.append(Worker(worker_env, tmp_path / f"worker-{i}.log").start())
+        worker = Worker(worker_env, tmp_path / f"worker-{i}.log")
+        worker.web_port = free_port()
+        workers.append(worker)
     return workers
+
+
+def start_workers(env, tmp_path, count, extra=None):
+    return [w.start() for w in make_workers(env, tmp_path, count, extra)]
+
+
+def interleaved(messages):
+    """The same messages (same order within each partition), partitions taking turns."""
+    by_partition = collections.defaultdict(list)
+    for m in messages:
+        by_partition[m[0]].append(m)
+    queues = list(by_partition.values())
+    out = []
+    while any(queues):
+        for q in queues:
+            if q:
+                out.append(q.pop(0))
+    return out
 
 
 def owners(prom: Prometheus, topic: str):
@@ -42,13 +63,18 @@ async def test_prometheus_sums_of_two_workers_equal_what_was_produced(pipeline_e
     env = {**pipeline_env, "WEIR_METRICS_INTERVAL_MS": "500"}
     servers, topic = env["KAFKA_BOOTSTRAP_SERVERS"], env["WEIR_TOPIC_ORDERS"]
     # the second worker serves Faust's /table/ routes: the setting, not luck, hides them
-    workers = start_workers(env, tmp_path, 2, {1: {"WEIR_WEB_TABLES_ENABLED": "true"}})
+    workers = make_workers(env, tmp_path, 2, {1: {"WEIR_WEB_TABLES_ENABLED": "true"}})
     prom = Prometheus([f"127.0.0.1:{w.web_port}" for w in workers], tmp_path).start()
     try:
-        wait_for(lambda: prom.targets_up() == 2 and shared_by(prom, topic, 2, 4), 120,
-                 "both workers scraped, sharing the 4 partitions")
-        messages = fixed_input(seed=3, per_partition=300)
-        await produce(servers, topic, messages)
+        workers[0].start()
+        wait_for(lambda: prom.targets_up() == 1 and shared_by(prom, topic, 1, 4), 120,
+                 "the first worker scraped, owning the 4 partitions")
+        messages = interleaved(fixed_input(seed=3, per_partition=300))
+        third = len(messages) // 3
+        await produce_slowly(servers, topic, messages[:third])
+        # the second worker joins mid-stream: partitions move, batches are re-read
+        workers[1].start()
+        await produce_slowly(servers, topic, messages[third:], pause_s=0.5)
         inputs = await read_topic(servers, topic, len(messages), settle_s=0)
         expected, dead_expected = oracle_for(inputs)
         assert expected.late and dead_expected  # the input covers each counter
@@ -60,6 +86,11 @@ async def test_prometheus_sums_of_two_workers_equal_what_was_produced(pipeline_e
                  "consumer lag 0 on every partition")
         wait_for(lambda: prom.scalar("sum(weir_windows_emitted_total)") == len(expected.merged()),
                  60, "every window emitted")
+        wait_for(lambda: prom.targets_up() == 2 and shared_by(prom, topic, 2, 4), 60,
+                 "both workers sharing the 4 partitions")
+        assert prom.scalar("sum(weir_rebalances_total)") >= 3  # the join moved partitions
+        per_worker = prom.query("sum by (instance) (weir_events_consumed_total)")
+        assert len(per_worker) == 2 and all(v > 0 for _, v in per_worker), per_worker
         for w in workers:
             w.assert_running()
 
