@@ -32,8 +32,8 @@ EVENTS_CONSUMED = Counter(
     "weir_events_consumed", "Input events processed and committed (once per offset), "
     "decoded or dead-lettered.", ["pipeline", "topic", "partition"], registry=REGISTRY)
 BATCH_PROCESSING = Histogram(
-    "weir_batch_processing_seconds", "Time to process one source partition's batch, from "
-    "its first event to its committed transaction.", ["pipeline"], registry=REGISTRY,
+    "weir_batch_processing_seconds", "Time to process one source partition's batch: decode, "
+    "window, send, from opening its transaction to the commit.", ["pipeline"], registry=REGISTRY,
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
 WINDOWS_EMITTED = Counter(
     "weir_windows_emitted", "Window results emitted (every revision, merged over partitions; "
