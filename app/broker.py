@@ -309,10 +309,17 @@ def _sasl_properties(port: int, users: dict[str, str]) -> dict[str, str]:
     }
 
 
+def _ssl_properties(keystore_pem: Path) -> dict[str, str]:
+    """The SSL listener's key and certificate chain from one PEM file (PKCS#8 key, no password)."""
+    return {"listener.name.ssl.ssl.keystore.type": "PEM",
+            "listener.name.ssl.ssl.keystore.location": str(keystore_pem)}
+
+
 def _write_properties(home: Path, port: int, controller_port: int,
-                      sasl_port: int | None = None, sasl_users: dict[str, str] | None = None) -> Path:
+                      sasl_port: int | None = None, sasl_users: dict[str, str] | None = None,
+                      ssl_port: int | None = None, ssl_keystore_pem: Path | None = None) -> Path:
     """Write ``<home>/server.properties`` for a combined broker+controller node (with a
-    SASL_PLAINTEXT listener too when ``sasl_port`` is given)."""
+    SASL_PLAINTEXT listener on ``sasl_port`` and an SSL one on ``ssl_port`` when given)."""
     props = {
         "node.id": "1",
         "process.roles": "broker,controller",
@@ -343,6 +350,11 @@ def _write_properties(home: Path, port: int, controller_port: int,
         props["advertised.listeners"] += f",SASL_PLAINTEXT://{HOST}:{sasl_port}"
         props["listener.security.protocol.map"] += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
         props.update(_sasl_properties(sasl_port, sasl_users or {}))
+    if ssl_port is not None and ssl_keystore_pem is not None:
+        props["listeners"] += f",SSL://{HOST}:{ssl_port}"
+        props["advertised.listeners"] += f",SSL://{HOST}:{ssl_port}"
+        props["listener.security.protocol.map"] += ",SSL:SSL"
+        props.update(_ssl_properties(ssl_keystore_pem))
     path = _props_file(home)
     path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
     return path
@@ -369,11 +381,14 @@ def _format_storage(home: Path) -> None:
 
 
 def start(home: Path, port: int = 9092, controller_port: int = 9093, wait_s: float = 60,
-          sasl_port: int | None = None, sasl_users: dict[str, str] | None = None) -> int:
+          sasl_port: int | None = None, sasl_users: dict[str, str] | None = None,
+          ssl_port: int | None = None, ssl_keystore_pem: Path | None = None) -> int:
     """Start the broker for ``home`` (fetching jars if needed); return its pid.
 
     With ``sasl_port``, the broker also listens there with SASL_PLAINTEXT and
-    accepts PLAIN logins of ``sasl_users`` (name -> password); tests use it.
+    accepts PLAIN logins of ``sasl_users`` (name -> password); with ``ssl_port``,
+    with TLS, presenting the key and certificates of ``ssl_keystore_pem``. Tests
+    use them.
 
     Reuses a healthy broker already running from this home. Raises BrokerError
     when a port is taken by something else or the broker does not become
@@ -386,6 +401,8 @@ def start(home: Path, port: int = 9092, controller_port: int = 9093, wait_s: flo
     wanted = [(port, "port"), (controller_port, "controller_port")]
     if sasl_port is not None:
         wanted.append((sasl_port, "sasl_port"))
+    if ssl_port is not None:
+        wanted.append((ssl_port, "ssl_port"))
     for value, name in wanted:
         if not _port_free(value):
             raise BrokerError(
@@ -395,7 +412,8 @@ def start(home: Path, port: int = 9092, controller_port: int = 9093, wait_s: flo
     ensure_jars(home)
     check_tools(need_maven=False)
     (_data(home) / "logs").mkdir(parents=True, exist_ok=True)
-    _write_properties(home, port, controller_port, sasl_port, sasl_users)
+    _write_properties(home, port, controller_port, sasl_port, sasl_users, ssl_port,
+                      ssl_keystore_pem)
     _format_storage(home)
     pid = _spawn(home)
     _wait_ready(home, pid, port, wait_s)
