@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the project needs on a fresh machine: Java 17 + Maven (for the
-# local Kafka broker), Prometheus (for the metrics test), via apt-get when missing
+# local Kafka broker), Prometheus and openssl (for the metrics and TLS tests), via apt-get when missing
 # and allowed, and a Python venv
 # with Weir and its test extras. Safe to run again; it only adds what is missing.
 set -euo pipefail
@@ -10,6 +10,7 @@ need_apt=()
 command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)  # test certificates
 if [ ${#need_apt[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     echo "bootstrap: installing ${need_apt[*]} with apt-get"
