@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the project needs on a fresh machine: Java 17 + Maven (for the
-# local Kafka broker), Prometheus and openssl (for the metrics and TLS tests), via apt-get when missing
-# and allowed, and a Python venv
-# with Weir and its test extras. Safe to run again; it only adds what is missing.
+# local Kafka broker), Prometheus and openssl (for the metrics and TLS tests), via
+# apt-get when missing and allowed, and a Python venv with Weir and its test
+# extras. Safe to run again; it only adds what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
