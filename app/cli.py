@@ -25,7 +25,8 @@ def _register_commands(app, conf) -> None:
 
     from app import broker as local_broker
     from app.generator import OrderStream, PageviewStream, produce
-    from app.settings import markdown_table
+    from app.kafka_auth import client_options
+    from app.settings import changed_settings_table, markdown_table
     from app.topics import provision
 
     home = Path(conf.home)
@@ -83,7 +84,8 @@ def _register_commands(app, conf) -> None:
                       step_ms=step, disorder_ms=disorder_ms, late_fraction=late_fraction,
                       malformed_fraction=malformed_fraction)
         await provision(conf)
-        sent = await produce(conf.kafka_servers, topic, stream, rate=rate)
+        sent = await produce(conf.kafka_servers, topic, stream, rate=rate,
+                             client_options=client_options(conf))
         self.say(f"sent {sent} {kind} to {topic}")
 
     @app.command(
@@ -115,7 +117,8 @@ def _register_commands(app, conf) -> None:
         wanted = [conf.order_metrics_topic, conf.pageview_metrics_topic, conf.user_sessions_topic,
                   conf.late_events_topic, conf.dead_letters_topic]
         consumer = AIOKafkaConsumer(*wanted, bootstrap_servers=conf.kafka_servers,
-                                    isolation_level="read_committed", auto_offset_reset="latest")
+                                    isolation_level="read_committed", auto_offset_reset="latest",
+                                    **client_options(conf))
         await consumer.start()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max_seconds if max_seconds else None
@@ -164,8 +167,12 @@ def _register_commands(app, conf) -> None:
 
     @app.command()
     async def settings(self) -> None:
-        """Print every setting: environment variable, default, meaning."""
+        """Print every setting: environment variable, default, meaning (then the values this
+        environment changes, secrets masked)."""
         self.say(markdown_table())
+        changed = changed_settings_table(conf)
+        if changed:
+            self.say("\n" + changed)
 
 
 def _clock(ms: int) -> str:

@@ -99,12 +99,13 @@ class Worker:
         self.log_path = log_path
         self.program = program or [WEIR]  # or a wrapper of `weir`, e.g. with a fault injected
         self.proc: Optional[subprocess.Popen] = None
+        self.web_port = 0
 
     def start(self) -> "Worker":
-        port = str(free_port())
+        self.web_port = self.web_port or free_port()  # kept across restarts, or set beforehand
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [*self.program, "worker", "-l", "info", "--web-port", port],
+            [*self.program, "worker", "-l", "info", "--web-port", str(self.web_port)],
             env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         log.close()
