@@ -63,7 +63,7 @@ async def test_an_aborted_batch_counts_no_event_and_one_abort():
     labels = {"pipeline": "unit-b", "topic": "orders-m", "partition": "2"}
     out = Sender(FakeProducer(fail_commit=True), transactional=True, pipeline="unit-b")
     out.consumed(TP("orders-m", 2), 105, events=5)
-    await send_dead_letter(out, "dead", "unit-b", BadEvent("invalid_json", "bad"), event(101))
+    await send_dead_letter(out, "dead", "unit-b", BadEvent("invalid_json", "bad"), event(101), 1024)
     with pytest.raises(RuntimeError):
         await out._commit("app")
     await out._abort()
@@ -76,7 +76,7 @@ async def test_dead_letters_are_counted_by_their_short_reason():
     out = Sender(FakeProducer(), transactional=False, pipeline="unit-c")
     for offset, reason in [(1, "invalid_json"), (2, "missing_field"), (3, "invalid_json")]:
         await send_dead_letter(out, "dead", "unit-c", BadEvent(reason, f"details {offset}"),
-                               event(offset))
+                               event(offset), 1024)
     await out._commit("app")
     assert value("weir_dead_letters_total", pipeline="unit-c", reason="invalid_json") == 2
     assert value("weir_dead_letters_total", pipeline="unit-c", reason="missing_field") == 1
