@@ -19,6 +19,7 @@ rebalance failed with a ``ConsistencyError`` (persisted offset > -1).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, Dict, Mapping, Optional
 
@@ -35,6 +36,21 @@ class DeliveredOffsetsConsumer(Consumer):
         super().__init__(*args, **kwargs)
         self._delivered: Dict[TP, int] = {}
         self._delivered_committed: Dict[TP, int] = {}
+
+    async def _drain_messages(self, fetcher: Any) -> None:
+        """Whole partition batches to the pipelines (`app.direct_batches`), when they asked."""
+        from app import direct_batches
+
+        if not direct_batches.HANDLERS:
+            return await super()._drain_messages(fetcher)
+        try:
+            await direct_batches.drain(self, fetcher)
+        except self.consumer_stopped_errors:
+            if not self.transport.app.should_stop:
+                raise
+        except asyncio.CancelledError:
+            if not self.transport.app.should_stop:
+                raise
 
     def delivered(self, tp: TP, next_offset: int) -> None:
         """Everything of ``tp`` before ``next_offset`` is processed and its outputs flushed."""

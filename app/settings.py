@@ -191,6 +191,11 @@ SPECS: Dict[str, Spec] = {
         "Let an idle partition's watermark advance with the wall clock, so the last windows "
         "of a burst close (turn off for strict replays).",
     ),
+    "batch_path": Spec(
+        "WEIR_BATCH_PATH", "direct", _choice("direct", "faust"),
+        "How input reaches the pipelines: direct (each fetched partition batch at once, "
+        "bypassing Faust's per-message streams) or faust (Faust's agents and take_events).",
+    ),
     "batch_max_events": Spec(
         "WEIR_BATCH_MAX_EVENTS", "5000", _int(1),
         "Most events an agent takes in one batch.",
@@ -296,6 +301,7 @@ class Settings:
     max_amount: int
     idle_timeout_ms: int
     idle_advance: str
+    batch_path: str
     batch_max_events: int
     batch_max_wait_ms: int
     processing_guarantee: str
