@@ -44,7 +44,7 @@ def wanted_topics(settings: Settings) -> Dict[str, Tuple[int, Dict[str, str]]]:
     topics = {name: (n, {}) for name in (
         settings.orders_topic, settings.order_metrics_topic, settings.pageviews_topic,
         settings.pageview_metrics_topic, settings.user_sessions_topic,
-        settings.late_events_topic, settings.dead_letters_topic)}
+        settings.transactions_topic, settings.fraud_alerts_topic, settings.late_events_topic, settings.dead_letters_topic)}
     for internal in MERGE_TOPICS:
         topics[settings.topic_name(internal)] = (1, {})
     for table, per_input in TABLES.items():
