@@ -20,15 +20,9 @@ import pytest
 
 from tests.integration import test_orders_pipeline as orders
 from tests.integration import test_pageviews_pipeline as pageviews
-from tests.integration.kafka_tools import Worker, produce, read_topic, wait_for
+from tests.integration.kafka_tools import Worker, produce, read_topic, stream_slowly, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-async def stream_slowly(servers, topic, messages, chunk=20, pause_s=0.12):
-    for i in range(0, len(messages), chunk):
-        await produce(servers, topic, messages[i:i + chunk])
-        await asyncio.sleep(pause_s)
 
 
 def split_flush(messages, marker: bytes):
