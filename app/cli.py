@@ -143,6 +143,9 @@ def _register_commands(app, conf) -> None:
         if topic == conf.late_events_topic and "eventTimestamp" not in rec:
             return (f"  late partial: partition {rec['sourcePartition']} window "
                     f"[{_clock(rec['windowStart'])}, {_clock(rec['windowEnd'])}) after the merge purged it")
+        if topic == conf.late_events_topic and rec["pipeline"] == "fraud":
+            return (f"  late: transaction at {_clock(rec['eventTimestamp'])}, "
+                    f"{rec['lateByMs'] / 1000:.1f}s behind the watermark: left out of the ordered rules")
         if topic == conf.late_events_topic:
             return (f"  late: {rec['pipeline']} event at {_clock(rec['eventTimestamp'])} for window "
                     f"[{_clock(rec['windowStart'])}, {_clock(rec['windowEnd'])}), "
