@@ -1,6 +1,14 @@
 """Fraud detection: transactions -> dedup -> rules in event time, per user -> fraud-alerts.
 
-Per source partition, in offset order: decode (malformed and future ones go to
+With ``WEIR_FRAUD_REPARTITION=true`` a first stage forwards every valid
+transaction, keyed by ``userId``, to the internal topic
+``<app id>-fraud-by-user`` (in the transaction that commits its input
+offsets), and the rules below read that topic instead of ``transactions``:
+each user's state then lives in one partition whatever the producer's key.
+Otherwise the rules read ``transactions`` directly and producers must key by
+``userId`` (transactions keyed otherwise are counted in the progress log).
+
+Per source partition of the rules, in offset order: decode (malformed and future ones go to
 ``dead-letters``); drop a ``transactionId`` seen before (dedup, event-time TTL
 ``WEIR_FRAUD_DEDUP_TTL_MS``); ``LARGE_AMOUNT`` at once; then, under the
 partition's watermark (highest transaction time minus
@@ -18,9 +26,8 @@ seen ids (``fraud-dedup``) and the per-user rule state (``fraud-users``),
 both expiring in event time with tombstones. A batch's alerts, side outputs,
 changelog records and input offsets commit in one transaction (`Sink`).
 
-Producers key transactions by ``userId``; the rules' state is per partition,
-so a user whose transactions land in several partitions is seen as several
-users (no repartitioning yet: see the README).
+The watermark, lateness and the late events' ``sourceTopic``/``sourceOffset``
+are those of the topic the rules read (``fraud-by-user`` when repartitioning).
 """
 
 from __future__ import annotations
@@ -37,11 +44,12 @@ from app.faust_app import app, partition_log, settings
 from app.models import BadEvent, FraudAlert, decode_transaction
 from app.partition_log import PartitionLocks, StallWatch
 from app.sinks import Sender, Sink, future_timestamp, send_dead_letter, send_late_event
-from app.topics import register_table
+from app.topics import register_repartition_topic, register_table
 from app.windowed import batch_gate, check_watches, consume_in_batches, progress_line
 from tables.engine import Item
 from tables.faust_store import FaustTableStore
 from tables.ordered import OrderedRelease, ReleaseResult
+from tables.state import SourceOffsets
 from tables.ttl import TtlState
 
 PIPELINE = "fraud"
@@ -52,8 +60,21 @@ for _table in ("fraud-pending", "fraud-dedup", "fraud-users"):
     register_table(_table, per_input=True)
 transactions_topic = app.topic(settings.transactions_topic, key_type=bytes, value_type=bytes,
                                key_serializer="raw", value_serializer="raw")
+REPARTITION = settings.fraud_repartition == "true"
+if REPARTITION:
+    register_repartition_topic("fraud-by-user")
+    register_table("fraud-forwarded", per_input=True)
+    by_user_topic = app.topic(settings.topic_name("fraud-by-user"), key_type=bytes,
+                              value_type=bytes, key_serializer="raw", value_serializer="raw",
+                              partitions=settings.input_partitions)
+    forwarded_store = FaustTableStore(app.Table("fraud-forwarded",
+                                                partitions=settings.input_partitions))
+    forwarded = SourceOffsets(forwarded_store)
+rules_topic = by_user_topic if REPARTITION else transactions_topic
+RULES_SOURCE = rules_topic.get_topic_name()
 sink = Sink(app)
 locks = PartitionLocks()
+forward_locks = PartitionLocks()
 
 pending_store = FaustTableStore(app.Table("fraud-pending", partitions=settings.input_partitions))
 dedup_store = FaustTableStore(app.Table("fraud-dedup", partitions=settings.input_partitions))
@@ -69,7 +90,54 @@ rules = FraudRules(settings.fraud_large_amount, settings.fraud_frequency_window_
 counters: Dict[str, int] = defaultdict(int)
 
 
-@app.agent(transactions_topic)
+if REPARTITION:
+    @app.agent(transactions_topic)
+    async def fraud_repartition(stream):
+        """Forward transactions keyed by userId to the rules' topic; bad ones to dead letters."""
+        await consume_in_batches(stream, settings, forward_transactions)
+
+
+async def forward_transactions(partition: int, events: Sequence[EventT]) -> None:
+    async with forward_locks(partition):
+        await _forward_transactions(partition, events)
+
+
+async def _forward_transactions(partition: int, events: Sequence[EventT]) -> None:
+    clock = forwarded.clock(partition)
+    anchor = events[-1]
+    events = await partition_log.contiguous(events, clock.next_offset)
+    if not events:
+        return
+    async with sink.batch(TP(settings.transactions_topic, partition)) as out:
+        horizon_ms = wall_clock_ms() + settings.max_future_skew_ms
+        for event in events:
+            if clock.is_replay(event.message.offset):
+                continue
+            tx = await decode_or_dead_letter(out, event, horizon_ms)
+            if tx is not None:  # partitioned by the key, as the default partitioner does
+                await out.send(RULES_SOURCE, tx.user_id.encode(), event.value)
+        clock.advance_to(events[-1].message.offset + 1)
+        forwarded_store.bind(anchor)
+        forwarded.save(partition)
+        await forwarded_store.flush_changelog(out)
+        out.consumed(anchor.message.tp, events[-1].message.offset + 1)
+
+
+async def decode_or_dead_letter(out: Sender, event: EventT, horizon_ms: int):
+    """The decoded transaction, or None once a dead letter says why not."""
+    try:
+        tx = decode_transaction(event.value)
+    except BadEvent as exc:
+        await send_dead_letter(out, settings.dead_letters_topic, PIPELINE, exc, event)
+        return None
+    if tx.timestamp > horizon_ms:  # must not drag the watermark forward
+        await send_dead_letter(out, settings.dead_letters_topic, PIPELINE, future_timestamp(
+            tx.timestamp, settings.max_future_skew_ms), event)
+        return None
+    return tx
+
+
+@app.agent(rules_topic)
 async def fraud_detection(stream):
     """Consume transactions in batches; each batch is split by source partition."""
     await consume_in_batches(stream, settings, process_transactions)
@@ -86,22 +154,23 @@ async def _process_transactions(partition: int, events: Sequence[EventT]) -> Non
     events = await partition_log.contiguous(events, clock.next_offset)
     if not events:
         return
-    async with sink.batch(TP(settings.transactions_topic, partition)) as out:
+    async with sink.batch(TP(RULES_SOURCE, partition)) as out:
         # decode and dedup; bad input -> dead letters; LARGE_AMOUNT on arrival
         items: List[Item[EventT]] = []
         horizon_ms = wall_clock_ms() + settings.max_future_skew_ms
         for event in events:
             if clock.is_replay(event.message.offset):
                 continue
-            try:
-                tx = decode_transaction(event.value)
-            except BadEvent as exc:
-                await send_dead_letter(out, settings.dead_letters_topic, PIPELINE, exc, event)
+            tx = await decode_or_dead_letter(out, event, horizon_ms)
+            if tx is None:
                 continue
-            if tx.timestamp > horizon_ms:  # must not drag the watermark forward
-                await send_dead_letter(out, settings.dead_letters_topic, PIPELINE, future_timestamp(
-                    tx.timestamp, settings.max_future_skew_ms), event)
-                continue
+            if event.message.key != tx.user_id.encode():
+                if not counters["keyed_not_by_user"]:
+                    log.warning("fraud: %s[%d]@%d is keyed %r, not by its userId %r: the rules "
+                                "see each partition's users apart (set WEIR_FRAUD_REPARTITION=true "
+                                "for such producers)", event.message.topic, partition,
+                                event.message.offset, event.message.key, tx.user_id)
+                counters["keyed_not_by_user"] += 1
             if seen_ids.get(partition, tx.transaction_id) is not None:
                 counters["duplicates"] += 1
                 continue
@@ -159,7 +228,7 @@ async def fraud_idle_tick() -> None:
             if not pending_store.is_bound(partition):
                 continue  # no batch of it on this worker yet: nowhere to write
             async with locks(partition):
-                async with sink.batch(TP(settings.transactions_topic, partition)) as out:
+                async with sink.batch(TP(RULES_SOURCE, partition)) as out:
                     result = ordered.advance_idle(partition, now_ms, settings.idle_timeout_ms)
                     if result.watermark_ms is not None:
                         await evaluate_and_publish(out, partition, result)
@@ -170,28 +239,34 @@ async def fraud_idle_tick() -> None:
 
 @app.timer(interval=10.0)
 async def fraud_progress() -> None:
-    line = progress_line(PIPELINE, ordered, app, settings.transactions_topic)
+    line = progress_line(PIPELINE, ordered, app, RULES_SOURCE)
     buffered = sum(ordered.buffered(p) for p in ordered.partitions())
     log.info("%s; %d buffered; %s", line, buffered,
              ", ".join(f"{k} {v}" for k, v in sorted(counters.items())) or "no transaction yet")
 
 
-watch = StallWatch(app, settings.transactions_topic, partition_log,
-                   lambda p: ordered.clock(p).next_offset, process_transactions)
+watches = [StallWatch(app, RULES_SOURCE, partition_log, lambda p: ordered.clock(p).next_offset,
+                      process_transactions)]
+if REPARTITION:
+    watches.append(StallWatch(app, settings.transactions_topic, partition_log,
+                              lambda p: forwarded.clock(p).next_offset, forward_transactions))
 
 
 @app.timer(interval=2.0)
 async def fraud_stall_watch() -> None:
     """Partitions Faust's stream stopped delivering are read from the broker."""
-    await check_watches([watch])
+    await check_watches(watches)
 
 
 @app.on_partitions_revoked.connect
 async def forget_revoked(app, revoked, **kwargs) -> None:
     """State of partitions this worker lost is reloaded from the tables if they return."""
     for tp in revoked:
-        if tp.topic == settings.transactions_topic:
+        if tp.topic == RULES_SOURCE:
             for cache in (ordered, seen_ids, users):
                 cache.forget(tp.partition)
             for store in STORES:
                 store.forget(tp.partition)
+        if REPARTITION and tp.topic == settings.transactions_topic:
+            forwarded.forget(tp.partition)
+            forwarded_store.forget(tp.partition)

@@ -172,6 +172,12 @@ SPECS: Dict[str, Spec] = {
         "Let an idle partition's watermark advance with the wall clock, so the last windows "
         "of a burst close (turn off for strict replays).",
     ),
+    "fraud_repartition": Spec(
+        "WEIR_FRAUD_REPARTITION", "false", _choice("true", "false"),
+        "true: every transaction is re-keyed by userId through the internal topic "
+        "<app id>-fraud-by-user before the rules (for producers that key by something else); "
+        "false: the rules read the input directly (producers must key by userId).",
+    ),
     "fraud_max_out_of_orderness_ms": Spec(
         "WEIR_FRAUD_MAX_OUT_OF_ORDERNESS_MS", "5000", _int(0),
         "Fraud watermark delay: highest transaction time seen on a partition minus this (ms); "
@@ -272,6 +278,7 @@ class Settings:
     max_future_skew_ms: int
     idle_timeout_ms: int
     idle_advance: str
+    fraud_repartition: str
     fraud_max_out_of_orderness_ms: int
     fraud_large_amount: float
     fraud_frequency_window_ms: int

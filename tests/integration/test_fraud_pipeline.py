@@ -18,13 +18,15 @@ from typing import Dict, List, Tuple
 import pytest
 
 from tests.fraud_oracle import Thresholds, Tx, expected
-from tests.integration.kafka_tools import Record, Worker, produce, read_topic, stream_slowly
+from tests.integration.kafka_tools import (Record, Worker, produce, read_topic, stream_slowly,
+                                           wait_for)
 
 pytestmark = pytest.mark.integration
 
 T0 = 1_699_999_980_000
 PARTITIONS = 4
 DELAY_MS = 5_000
+REPARTITION_DELAY_MS = 15_000
 CITIES = [("Oslo", 59.91, 10.75), ("Paris", 48.86, 2.35), ("Oslo", None, None),
           ("Bergen", None, None), ("Paris", None, None), ("Oslo", 59.92, 10.76)]
 MALFORMED = [
@@ -49,7 +51,8 @@ def transaction(tid: str, user: str, ts: int, amount: float, city=("Oslo", None,
     return json.dumps(data).encode()
 
 
-def fixed_input(seed: int = 3, per_partition: int = 300) -> List[Tuple[int, bytes, bytes]]:
+def fixed_input(seed: int = 3, per_partition: int = 300,
+                flush_users: int = PARTITIONS) -> List[Tuple[int, bytes, bytes]]:
     """Per partition: users with bursts, city hops, large amounts, disorder below the
     watermark delay, a share far behind it (late), re-deliveries and malformed payloads."""
     rnd = random.Random(seed)
@@ -88,9 +91,9 @@ def fixed_input(seed: int = 3, per_partition: int = 300) -> List[Tuple[int, byte
     ]
     future = int(time.time() * 1000) + 600_000
     messages.append((1, b"future", transaction("future", "future", future, 1.0)))
-    for p in range(PARTITIONS):  # push every partition's watermark past everything above
-        messages.append((p, f"flush-{p}".encode(),
-                         transaction(f"flush-{p}", f"flush-{p}", last + 3_600_000, 1.0)))
+    for i in range(flush_users):  # push every partition's watermark past everything above
+        messages.append((i % PARTITIONS, f"flush-{i}".encode(),
+                         transaction(f"flush-{i}", f"flush-{i}", last + 3_600_000, 1.0)))
     return messages
 
 
@@ -139,10 +142,11 @@ async def read_outputs(env, want_alerts, late_count: int, dead_count: int, settl
     return alerts, late, dead
 
 
-def assert_exact(outputs, inputs) -> Dict[str, dict]:
+def assert_exact(outputs, txs: List[Tx], dead_expected, env) -> Dict[str, dict]:
+    """Alerts and late transactions equal the oracle's over ``txs`` (the records the rules
+    read); dead letters are those expected from the input."""
     alert_records, late_records, dead_records = outputs
-    txs, dead_expected = decode_inputs(inputs)
-    want_alerts, want_late = expected(txs, Thresholds(delay_ms=DELAY_MS))
+    want_alerts, want_late = expected(txs, thresholds(env))
     got = alerts_of(alert_records)
     assert len(got) == len(alert_records), "each alert exactly once"
     assert set(got) == set(want_alerts), (sorted(set(got) - set(want_alerts))[:10],
@@ -166,46 +170,119 @@ def assert_exact(outputs, inputs) -> Dict[str, dict]:
     return want_alerts
 
 
-def fraud_env(pipeline_env):
-    return {**pipeline_env, "WEIR_FRAUD_MAX_OUT_OF_ORDERNESS_MS": str(DELAY_MS)}
+def fraud_env(pipeline_env, repartition: bool = False):
+    """Repartitioning adds disorder (the forwarder interleaves input partitions batch by
+    batch), so the watermark waits longer there."""
+    delay_ms = REPARTITION_DELAY_MS if repartition else DELAY_MS
+    return {**pipeline_env, "WEIR_FRAUD_MAX_OUT_OF_ORDERNESS_MS": str(delay_ms),
+            "WEIR_FRAUD_REPARTITION": "true" if repartition else "false"}
 
 
+def thresholds(env) -> Thresholds:
+    return Thresholds(delay_ms=int(env["WEIR_FRAUD_MAX_OUT_OF_ORDERNESS_MS"]))
+
+
+def keyed_at_random(messages, seed: int):
+    """The same messages keyed by something else than the user; the random users' ones also
+    sent to a random partition (the edge and flush ones stay, so they stay in order)."""
+    rnd = random.Random(seed)
+    return [(rnd.randrange(PARTITIONS) if b'"userId": "u' in v else p,
+             f"k{rnd.randrange(1000)}".encode(), v) for p, _, v in messages]
+
+
+def split_flush(messages):
+    return ([m for m in messages if b'"flush-' not in m[2]],
+            [m for m in messages if b'"flush-' in m[2]])
+
+
+async def produce_then_flush(env, worker: Worker, messages, body_sent: bool = False) -> None:
+    """The body (unless sent already), then (once the forwarder, if any, has forwarded all of
+    it) the transactions that move every partition's watermark past it, so nothing of the
+    body is behind them."""
+    body, flush = split_flush(messages)
+    servers = env["KAFKA_BOOTSTRAP_SERVERS"]
+    repartition = env["WEIR_FRAUD_REPARTITION"] == "true"
+    if not body_sent and repartition:  # live, not a backlog: the forwarder interleaves the
+        # input partitions batch by batch, so a backlog would make most transactions late
+        await asyncio.get_running_loop().run_in_executor(None, lambda: wait_for(
+            lambda: "[^Worker]: Ready" in worker.log_text(), 60, "the worker to be ready"))
+        await stream_slowly(servers, env["WEIR_TOPIC_TRANSACTIONS"], body, chunk=20, pause_s=0.1)
+    elif not body_sent:
+        await produce(servers, env["WEIR_TOPIC_TRANSACTIONS"], body)
+    if repartition:
+        valid = len([v for _, _, v in body if v not in dict(MALFORMED)
+                     and b'"transactionId": "future"' not in v])
+        await read_topic(servers, f"{env['WEIR_APP_ID']}-fraud-by-user", valid, settle_s=0)
+    await produce(servers, env["WEIR_TOPIC_TRANSACTIONS"], flush)
+
+
+async def rules_input(env, inputs: List[Record]):
+    """The records the rules read, and the dead letters: with repartitioning, the valid
+    transactions as the forwarder wrote them to the by-user topic (lateness is decided in
+    that topic's order), every user in one partition of it."""
+    txs, dead = decode_inputs(inputs)
+    if env["WEIR_FRAUD_REPARTITION"] != "true":
+        return txs, dead
+    by_user = await read_topic(env["KAFKA_BOOTSTRAP_SERVERS"],
+                               f"{env['WEIR_APP_ID']}-fraud-by-user", len(txs), settle_s=1.0)
+    forwarded, none_dead = decode_inputs(by_user)
+    assert not none_dead and len(forwarded) == len(txs), "each valid transaction forwarded once"
+    assert all(r.key == json.loads(r.value)["userId"].encode() for r in by_user)
+    homes: Dict[str, set] = {}
+    for t in forwarded:
+        homes.setdefault(t.user, set()).add(t.partition)
+    assert all(len(parts) == 1 for parts in homes.values()), "a user lives in one partition"
+    assert any(len({t.partition for t in txs if t.user == u}) > 1 for u in homes), (
+        "the input spreads some user over several partitions")
+    return forwarded, dead
+
+
+@pytest.mark.parametrize("repartition", [False, True], ids=["keyed-by-user", "repartitioned"])
 async def test_alerts_late_transactions_and_dead_letters_equal_the_batch_oracle(
-    pipeline_env, tmp_path
+    pipeline_env, tmp_path, repartition
 ):
-    env = fraud_env(pipeline_env)
+    env = fraud_env(pipeline_env, repartition)
     servers, topic = env["KAFKA_BOOTSTRAP_SERVERS"], env["WEIR_TOPIC_TRANSACTIONS"]
     messages = fixed_input()
+    if repartition:
+        messages = keyed_at_random(fixed_input(flush_users=40), seed=1)
     worker = Worker(env, tmp_path / "worker.log").start()
     try:
         await asyncio.sleep(1)
-        await produce(servers, topic, messages)
+        await produce_then_flush(env, worker, messages)
         inputs = await read_topic(servers, topic, len(messages), settle_s=0)
-        txs, dead = decode_inputs(inputs)
-        want_alerts, want_late = expected(txs, Thresholds(delay_ms=DELAY_MS))
+        txs, dead = await rules_input(env, inputs)
+        want_alerts, want_late = expected(txs, thresholds(env))
         kinds = {a["type"] for a in want_alerts.values()}
         assert kinds == {"LARGE_AMOUNT", "HIGH_FREQUENCY", "IMPOSSIBLE_TRAVEL"}
+        assert len(want_late) < len(txs) / 5, "most transactions go through the ordered rules"
         assert want_late and dead and len({t.id for t in txs}) < len(txs), "input covers each path"
         outputs = await read_outputs(env, want_alerts, len(want_late), len(dead))
         worker.assert_running()
     finally:
         worker.stop()
-    want = assert_exact(outputs, inputs)
+    want = assert_exact(outputs, txs, dead, env)
     edge = sorted(a["transactionId"] for a in want.values() if a["userId"] == "edge")
     assert edge == ["e2"], "59.999 s apart alerts, 60 s apart does not"
     assert "LARGE_AMOUNT:t" in " ".join(want) and not any(
         a["type"] == "LARGE_AMOUNT" and a["amount"] == 10_000.0 for a in want.values())
 
 
-@pytest.mark.parametrize("keep_data_dir", [True, False], ids=["data-dir-kept", "data-dir-deleted"])
-async def test_restart_mid_burst_changes_no_output(pipeline_env, tmp_path, keep_data_dir):
-    env = fraud_env(pipeline_env)
+@pytest.mark.parametrize("keep_data_dir, repartition", [(True, False), (False, False),
+                                                        (False, True)],
+                         ids=["data-dir-kept", "data-dir-deleted", "repartitioned"])
+async def test_restart_mid_burst_changes_no_output(pipeline_env, tmp_path, keep_data_dir,
+                                                   repartition):
+    env = fraud_env(pipeline_env, repartition)
     servers, topic = env["KAFKA_BOOTSTRAP_SERVERS"], env["WEIR_TOPIC_TRANSACTIONS"]
     messages = fixed_input(seed=11)
-    flush = [m for m in messages if m[1].startswith(b"flush-")]
-    body = [m for m in messages if not m[1].startswith(b"flush-")]
+    if repartition:
+        messages = keyed_at_random(fixed_input(seed=11, flush_users=40), seed=2)
+    body, flush = split_flush(messages)
     sent: List[int] = []
     worker = Worker(env, tmp_path / "worker-1.log").start()
+    await asyncio.get_running_loop().run_in_executor(None, lambda: wait_for(
+        lambda: "[^Worker]: Ready" in worker.log_text(), 60, "the worker to be ready"))
     producing = asyncio.ensure_future(stream_slowly(servers, topic, body, chunk=30,
                                                     pause_s=0.15, sent=sent))
     try:
@@ -218,17 +295,17 @@ async def test_restart_mid_burst_changes_no_output(pipeline_env, tmp_path, keep_
     if not keep_data_dir:
         shutil.rmtree(env["WEIR_DATA_DIR"])
     await producing
-    await produce(servers, topic, flush)
     worker = Worker(env, tmp_path / "worker-2.log").start()
     try:
+        await produce_then_flush(env, worker, messages, body_sent=True)
         inputs = await read_topic(servers, topic, len(messages), settle_s=0)
-        txs, dead = decode_inputs(inputs)
-        want_alerts, want_late = expected(txs, Thresholds(delay_ms=DELAY_MS))
+        txs, dead = await rules_input(env, inputs)
+        want_alerts, want_late = expected(txs, thresholds(env))
         outputs = await read_outputs(env, want_alerts, len(want_late), len(dead), settle_s=3.0)
         worker.assert_running()
     finally:
         worker.stop()
-    want = assert_exact(outputs, inputs)
+    want = assert_exact(outputs, txs, dead, env)
     # the stop came in the middle of a burst: an alert whose window holds transactions
     # sent before and after it
     before = {json.loads(v)["transactionId"] for _, _, v in body[:cut] if v not in dict(MALFORMED)}
