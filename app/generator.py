@@ -173,7 +173,7 @@ FRAUD_PATTERNS = ("burst", "travel", "large")
 class TransactionStream:
     """Parameters of generated card transactions, keyed by ``userId``.
 
-    Users (uniformly chosen) pay at merchants of their home city, mostly
+    Users (uniformly chosen among ``users``, so that ordinary users rarely burst) pay at merchants of their home city, mostly
     with coordinates. A ``fraud_fraction`` of events starts a fraud pattern
     instead: a *burst* (``burst_size`` payments of one user within a few
     seconds: HIGH_FREQUENCY), *travel* (a payment at home, then one 2 s later
@@ -192,7 +192,7 @@ class TransactionStream:
     malformed_fraction: float = 0.0
     fraud_fraction: float = 0.01
     burst_size: int = 8
-    users: int = 2000
+    users: int = 100_000
 
     def events(self) -> Iterator[Tuple[bytes, bytes]]:
         rnd = random.Random(self.seed)
