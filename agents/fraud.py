@@ -237,6 +237,17 @@ async def fraud_idle_tick() -> None:
         await batch_gate.run([], tick)
 
 
+@app.task
+async def fraud_announce() -> None:
+    log.info("fraud: rules read %s%s; watermark delay %d ms; LARGE_AMOUNT > %g, HIGH_FREQUENCY "
+             "> %d in %d ms, IMPOSSIBLE_TRAVEL > %g km/h or another place within %d ms",
+             RULES_SOURCE, f" (re-keyed by userId from {settings.transactions_topic})"
+             if REPARTITION else "", settings.fraud_max_out_of_orderness_ms,
+             settings.fraud_large_amount, settings.fraud_frequency_max,
+             settings.fraud_frequency_window_ms, settings.fraud_max_speed_kmh,
+             settings.fraud_travel_window_ms)
+
+
 @app.timer(interval=10.0)
 async def fraud_progress() -> None:
     line = progress_line(PIPELINE, ordered, app, RULES_SOURCE)
