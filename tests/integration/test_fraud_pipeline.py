@@ -312,3 +312,27 @@ async def test_restart_mid_burst_changes_no_output(pipeline_env, tmp_path, keep_
     after = {json.loads(v)["transactionId"] for _, _, v in body[cut:] if v not in dict(MALFORMED)}
     assert any(a["type"] == "IMPOSSIBLE_TRAVEL" and a["transactionId"] in after
                and a["previousTransactionId"] in before for a in want.values())
+
+
+async def test_quiet_stream_evaluates_its_last_transactions_by_the_wall_clock(
+    pipeline_env, tmp_path
+):
+    """With idle advance, nothing after a burst is needed: the wall clock releases it."""
+    env = {**fraud_env(pipeline_env), "WEIR_IDLE_TIMEOUT_MS": "2000", "WEIR_IDLE_ADVANCE": "true"}
+    servers = env["KAFKA_BOOTSTRAP_SERVERS"]
+    burst = [(0, b"quiet", transaction(f"q{i}", "quiet", T0 + i * 1_000, 5.0,
+                                       ("Oslo", None, None) if i < 6 else ("Paris", None, None)))
+             for i in range(7)]
+    worker = Worker(env, tmp_path / "worker.log").start()
+    try:
+        await produce(servers, env["WEIR_TOPIC_TRANSACTIONS"], burst)
+        # the last transaction is 6 s after the first, the watermark delay 5 s: without the
+        # wall clock only q0 would ever be evaluated
+        records = await read_topic(servers, env["WEIR_TOPIC_FRAUD_ALERTS"], 2, timeout_s=60,
+                                   settle_s=2.0)
+        worker.assert_running()
+    finally:
+        worker.stop()
+    got = sorted((a["type"], a["transactionId"], a["count"], a["fromLocation"])
+                 for a in (json.loads(r.value) for r in records))
+    assert got == [("HIGH_FREQUENCY", "q5", 6, None), ("IMPOSSIBLE_TRAVEL", "q6", None, "Oslo")]
