@@ -74,6 +74,27 @@ class DeliveredOffsetsConsumer(Consumer):
             return True
         return False
 
+    async def wait_empty(self) -> None:
+        """At a stop, do not wait for events no batch will ever take.
+
+        Faust's stop waits until every event its streams received is acked. An
+        event that reached ``take_events``'s buffer after the `BatchGate` closed
+        is never handed to an agent, so never acked, and the stop hung until the
+        process was killed (seen on the transactional internal topics, whose
+        batches are re-read). Once the gate is closed the batches in progress
+        have finished, and offsets here come from delivered batches, never from
+        acks: the remaining events are marked acked, and are consumed again after
+        the restart.
+        """
+        from app.windowed import batch_gate
+
+        if batch_gate.closed and self._unacked_messages:
+            log.info("Stopping: %d events no batch took will be consumed again after the restart",
+                     len(self._unacked_messages))
+            for message in list(self._unacked_messages):
+                message.acked = True
+        await super().wait_empty()
+
     async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
         if not self.in_transaction:
             return await super().highwaters(*partitions)
