@@ -74,6 +74,7 @@ if REPARTITION:
 rules_topic = by_user_topic if REPARTITION else transactions_topic
 RULES_SOURCE = rules_topic.get_topic_name()
 sink = Sink(app, PIPELINE)
+FORWARD_BATCH_EVENTS = 100  # see repartition_transactions
 limits = settings.input_limits
 locks = PartitionLocks()
 forward_locks = PartitionLocks()
@@ -96,7 +97,11 @@ if REPARTITION:
     @app.agent(transactions_topic)
     async def fraud_repartition(stream):
         """Forward transactions keyed by userId to the rules' topic; bad ones to dead letters."""
-        await consume_in_batches(stream, settings, forward_transactions)
+        # Faust's delivery interleaves the source partitions message by message, and small
+        # batches keep them interleaved in the by-user topic, where lateness is decided (whole
+        # partition batches would make a backlog's later partitions look late).
+        await consume_in_batches(stream, settings, forward_transactions, direct=False,
+                                 max_events=FORWARD_BATCH_EVENTS)
 
 
 async def forward_transactions(partition: int, events: Sequence[EventT]) -> None:
@@ -143,7 +148,11 @@ async def decode_or_dead_letter(out: Sender, event: EventT, horizon_ms: int):
 @app.agent(rules_topic)
 async def fraud_detection(stream):
     """Consume transactions in batches; each batch is split by source partition."""
-    await consume_in_batches(stream, settings, process_transactions)
+    # With repartitioning, both stages share the worker's drain loop; on the direct path the
+    # rules stage was seen stalling there (caught up only by the stall watch), so it keeps
+    # Faust's delivery then. Not yet understood: see the README (fraud, known limits).
+    await consume_in_batches(stream, settings, process_transactions,
+                             direct=settings.fraud_repartition != "true")
 
 
 async def process_transactions(partition: int, events: Sequence[EventT]) -> None:

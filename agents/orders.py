@@ -91,7 +91,7 @@ async def _process_orders(partition: int, events: Sequence[EventT]) -> None:
         # sink: state, partial totals to the merge, late orders, orders from the future
         await totals.publish(out, partition, result)
         seen_store.bind(anchor)
-        seen.flush(partition)
+        seen.flush(partition, next_offset)
         await seen_store.flush_changelog(out)
         for late in result.late:
             await send_late_event(out, settings.late_events_topic, PIPELINE, totals.name, late)

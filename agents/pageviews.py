@@ -137,7 +137,7 @@ async def _process_pageviews(partition: int, events: Sequence[EventT]) -> None:
                 await send_late_event(out, settings.late_events_topic, PIPELINE, view.name, late)
         await session_store.flush_changelog(out)
         seen_store.bind(anchor)
-        seen.flush(partition)
+        seen.flush(partition, next_offset)
         await seen_store.flush_changelog(out)
         await publish_sessions(out, closed)
         out.consumed(anchor.message.tp, next_offset, events=len(events))

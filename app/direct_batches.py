@@ -52,16 +52,18 @@ async def drain(consumer, fetcher) -> None:
         if not records or consumer.should_stop:
             continue
         generation = consumer.app.consumer_generation_id
+        others = {}
         for tp, batch in records.items():
             if not consumer.flow_active or consumer.app.consumer_generation_id != generation:
                 break  # a rebalance began: what was fetched is fetched again after it
             handler = HANDLERS.get(tp.topic)
-            if handler is not None:
+            if handler is None:
+                others[tp] = batch
+            elif batch:
                 await _handle(consumer, handler, tp, batch)
-            else:
-                await _one_by_one(consumer, tp, batch)
-            if batch:
                 read_offsets[tp] = batch[-1].offset
+        if others:
+            await _round_robin(consumer, others, generation)
 
 
 async def _handle(consumer, handler: Handler, tp: TP, batch: List) -> None:
@@ -76,13 +78,16 @@ async def _handle(consumer, handler: Handler, tp: TP, batch: List) -> None:
                      tp.partition)
 
 
-async def _one_by_one(consumer, tp: TP, batch: List) -> None:
-    """Faust's own delivery, for topics no pipeline registered."""
-    callback, read_offset = consumer.callback, consumer._read_offset.get(tp)
-    for record in batch:
-        if not consumer.flow_active:
+async def _round_robin(consumer, records, generation: int) -> None:
+    """Faust's own delivery, for topics no pipeline registered: one message at a time,
+    taking the partitions in turn (Faust's scheduler), so that they interleave finely."""
+    callback, read_offsets = consumer.callback, consumer._read_offset
+    for tp, record in consumer.scheduler.iterate(records):
+        if not consumer.flow_active or consumer.app.consumer_generation_id != generation:
             return
+        read_offset = read_offsets.get(tp)
         if read_offset is not None and record.offset < read_offset:
             continue  # Faust drops what it already delivered
         await consumer.wait_first(callback(consumer._to_message(tp, record)),
                                   consumer.suspend_flow.wait())
+        read_offsets[tp] = record.offset

@@ -95,19 +95,26 @@ class MergedView:
 
 
 async def consume_in_batches(stream: Any, settings: Settings,
-                             process: Callable[[int, Sequence[EventT]], Awaitable[None]]) -> None:
+                             process: Callable[[int, Sequence[EventT]], Awaitable[None]],
+                             direct: bool = True, max_events: int = 0) -> None:
     """An agent's loop: batches of up to ``WEIR_BATCH_MAX_EVENTS``, each split by source
     partition and processed partition by partition, between stops (`batch_gate`).
 
     With ``WEIR_BATCH_PATH=direct`` (default) the consumer hands the fetched batches of the
     agent's topics to ``process`` itself (`app.direct_batches`); the agent only keeps its
-    topics subscribed."""
-    if settings.batch_path == "direct":
+    topics subscribed. ``direct=False`` keeps Faust's delivery, which interleaves the
+    partitions message by message; ``max_events`` caps its batches below the setting."""
+    if direct and settings.batch_path == "direct":
+        size = max_events or settings.batch_max_events
+
+        async def in_chunks(partition: int, events: Sequence[EventT]) -> None:
+            for i in range(0, len(events), size):
+                await batch_gate.run([], lambda: process(partition, events[i:i + size]))
+
         for topic in getattr(stream.channel, "topics", ()):
-            direct_batches.register(topic, lambda partition, events: batch_gate.run(
-                [], lambda: process(partition, events)))
+            direct_batches.register(topic, in_chunks)
         await asyncio.Future()  # batches arrive through the consumer, not this stream
-    async for events in stream.take_events(settings.batch_max_events,
+    async for events in stream.take_events(max_events or settings.batch_max_events,
                                            settings.batch_max_wait_ms / 1000):
         async def by_partition(batch: Sequence[EventT] = events) -> None:
             for partition, part in split_by_partition(batch):

@@ -36,7 +36,7 @@ MALFORMED = [
     (b'{"transactionId":"m","userId":"u","amount":-5,"merchantId":"x","location":"Oslo",'
      b'"timestamp":1}', "invalid_value"),
     (b'{"transactionId":"m","userId":"u","amount":5,"merchantId":"x","location":"Oslo",'
-     b'"timestamp":1,"lat":10}', "invalid_value"),
+     b'"timestamp":1700000000000,"lat":10}', "invalid_value"),
     (b'{"transactionId":"m","userId":"","amount":5,"merchantId":"x","location":"Oslo",'
      b'"timestamp":1}', "invalid_value"),
 ]

@@ -41,6 +41,10 @@ async def crash_before_first_window_commit_then_restart(env, tmp_path):
     try:
         inputs = await read_topic(servers, topic, len(messages), settle_s=0)
         expected, _ = orders.oracle_for(inputs)
+        # the restarted worker emits every window the crashed batch had emitted (or more)
+        await asyncio.to_thread(
+            wait_for, lambda: second.log_text().count("orders window [") >= len(expected.merged()),
+            120, "the restarted worker to emit the windows again")
         metrics = await read_topic(
             servers, env["WEIR_TOPIC_ORDER_METRICS"], len(expected.merged()), timeout_s=120,
             settle_s=3.0, until=lambda recs: {json.loads(r.value)["windowStart"] for r in recs}
