@@ -90,3 +90,9 @@ app = WeirApp(
     web_port=settings.web_port,
     web_tables_enabled=settings.web_tables_enabled == "true",
 )
+
+if settings.dashboard_enabled == "true":
+    from app.web import install as install_dashboard
+
+    #: the live dashboard at /dashboard (reads the output topics; app/web.py)
+    dashboard = install_dashboard(app, settings)

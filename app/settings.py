@@ -103,6 +103,10 @@ SPECS: Dict[str, Spec] = {
         "WEIR_TOPIC_DEAD_LETTERS", "dead-letters", _text,
         "Side output: malformed input with the reason.",
     ),
+    "fraud_alerts_topic": Spec(
+        "WEIR_TOPIC_FRAUD_ALERTS", "fraud-alerts", _text,
+        "Output topic: fraud alerts.",
+    ),
     "order_window_size_ms": Spec(
         "WEIR_ORDER_WINDOW_SIZE_MS", "60000", _int(1),
         "Size of the tumbling order windows, in milliseconds (> 0).",
@@ -179,6 +183,26 @@ SPECS: Dict[str, Spec] = {
         "WEIR_WEB_TABLES_ENABLED", "false", _choice("true", "false"),
         "Expose Faust's raw /table/ routes (off: they dump state).",
     ),
+    "dashboard_enabled": Spec(
+        "WEIR_DASHBOARD_ENABLED", "true", _choice("true", "false"),
+        "Serve the live dashboard at /dashboard on the worker's web server (it reads the "
+        "output topics with its own consumer).",
+    ),
+    "dashboard_history_ms": Spec(
+        "WEIR_DASHBOARD_HISTORY_MS", "3600000", _int(60_000),
+        "History the dashboard keeps and shows, ms (>= 60000): windows of the last this "
+        "much event time, late events, dead letters and fraud alerts of the last this much "
+        "wall-clock time.",
+    ),
+    "dashboard_push_interval_ms": Spec(
+        "WEIR_DASHBOARD_PUSH_INTERVAL_MS", "1000", _int(100, 60_000),
+        "How often the dashboard pushes changes to open pages, ms (100..60000).",
+    ),
+    "dashboard_lag_interval_ms": Spec(
+        "WEIR_DASHBOARD_LAG_INTERVAL_MS", "5000", _int(500),
+        "How often the dashboard asks the broker for the consumer lag of the input topics, "
+        "ms (>= 500).",
+    ),
 }
 
 
@@ -199,6 +223,7 @@ class Settings:
     user_sessions_topic: str
     late_events_topic: str
     dead_letters_topic: str
+    fraud_alerts_topic: str
     order_window_size_ms: int
     pageview_window_size_ms: int
     pageview_hop_size_ms: int
@@ -219,6 +244,10 @@ class Settings:
     web_host: str
     web_port: int
     web_tables_enabled: str
+    dashboard_enabled: str
+    dashboard_history_ms: int
+    dashboard_push_interval_ms: int
+    dashboard_lag_interval_ms: int
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
