@@ -140,13 +140,15 @@ class OutputReader:
             if tp in self._next:
                 self._consumer.seek(tp, self._next[tp])
         fresh = [tp for tp in new if tp not in self._next]
-        since = wall_clock_ms() - self.state.history_ms
-        found = await self._consumer.offsets_for_times({tp: since for tp in fresh}) if fresh else {}
-        for tp in fresh:
-            at = found.get(tp)
-            if at is None:  # no record that recent: start at the end
-                await self._consumer.seek_to_end(tp)
-            else:
-                self._consumer.seek(tp, at.offset)
+        if fresh:
+            # log ends asked first: a record written after this query is recent, so "no
+            # record that recent" means start at this end, not at a later one (that would
+            # skip records written in between)
+            ends = await self._consumer.end_offsets(fresh)
+            since = wall_clock_ms() - self.state.history_ms
+            found = await self._consumer.offsets_for_times({tp: since for tp in fresh})
+            for tp in fresh:
+                at = found.get(tp)
+                self._consumer.seek(tp, ends[tp] if at is None else at.offset)
         self._assigned = wanted
         log.info("Dashboard: reading %s", ", ".join(sorted({tp.topic for tp in new})))

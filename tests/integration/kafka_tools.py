@@ -91,12 +91,13 @@ class Worker:
         self.env = {**os.environ, **env}
         self.log_path = log_path
         self.proc: Optional[subprocess.Popen] = None
+        self.web_port: Optional[int] = None
 
     def start(self) -> "Worker":
-        port = str(free_port())
+        self.web_port = free_port()
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [WEIR, "worker", "-l", "info", "--web-port", port],
+            [WEIR, "worker", "-l", "info", "--web-port", str(self.web_port)],
             env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         log.close()
