@@ -164,7 +164,8 @@ async def assert_page_shows(page, want: Dict, timeout_ms: float) -> None:
     name, n = want["top_page"]
     top = page.locator("#top-pages li").first
     await expect(top.locator(".name")).to_have_text(name, timeout=timeout_ms)
-    await expect(top.locator(".count")).to_have_text(f"{n:,} views", timeout=timeout_ms)
+    await expect(top.locator(".count")).to_have_text(f"{n:,} view{'s' if n != 1 else ''}",
+                                                      timeout=timeout_ms)
     await expect(page.locator('#late-table tr[data-key="orders/orders-totals"] td.count')
                  ).to_have_text(f"{want['late']:,}", timeout=timeout_ms)
     for (pipeline, reason), count in want["dead"].items():
