@@ -6,7 +6,8 @@ the dashboard must show (every window's orders, revenue, page views and active
 users; the hour's totals; the newest window's top page; late events, dead
 letters and closed sessions; two fraud alerts it writes itself to a fraud
 topic created after the worker started), waits until the page shows exactly
-that, saves a screenshot, then reloads and checks the history is there at once.
+that, saves a screenshot, then reloads and checks the history is there at once. A second
+worker shares the partitions, and its dashboard shows the same global figures.
 """
 
 from __future__ import annotations
@@ -178,7 +179,7 @@ async def assert_page_shows(page, want: Dict, timeout_ms: float) -> None:
                                                                   timeout=timeout_ms)
 
 
-async def test_dashboard_shows_the_figures_the_events_imply_and_keeps_them_on_reload(
+async def test_every_worker_dashboard_shows_the_figures_the_events_imply_also_after_reload(
     pipeline_env, tmp_path
 ):
     assert Path(CHROMIUM).exists(), "Chromium missing: run scripts/bootstrap.sh"
@@ -189,7 +190,9 @@ async def test_dashboard_shows_the_figures_the_events_imply_and_keeps_them_on_re
     servers = env["KAFKA_BOOTSTRAP_SERVERS"]
     rnd = random.Random(23)
     orders, pageviews = order_input(rnd), pageview_input(rnd)
-    worker = Worker(env, tmp_path / "worker.log").start()
+    # two workers share the partitions; each dashboard must show the global figures
+    workers = [Worker({**env, "WEIR_DATA_DIR": str(tmp_path / f"worker-{i}-data")},
+                      tmp_path / f"worker-{i}.log").start() for i in (1, 2)]
     screenshot = tmp_path / "dashboard.png"
     try:
         await asyncio.sleep(1)
@@ -202,12 +205,11 @@ async def test_dashboard_shows_the_figures_the_events_imply_and_keeps_them_on_re
             await read_topic(servers, env["WEIR_TOPIC_ORDERS"], len(orders), settle_s=0),
             await read_topic(servers, env["WEIR_TOPIC_PAGEVIEWS"], len(pageviews), settle_s=0))
         assert len(want["orders"]) >= 5 and len(want["pageviews"]) >= 5
-        url = f"http://127.0.0.1:{worker.web_port}/dashboard"
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=CHROMIUM)
             try:
                 page = await browser.new_page(viewport={"width": 1440, "height": 1000})
-                await page.goto(url)
+                await page.goto(f"http://127.0.0.1:{workers[0].web_port}/dashboard")
                 await assert_page_shows(page, want, timeout_ms=120_000)
                 await expect(page.locator("#status-text")).to_have_text("live")
                 # every input was processed and committed: the group's lag drains to zero
@@ -217,8 +219,12 @@ async def test_dashboard_shows_the_figures_the_events_imply_and_keeps_them_on_re
                 # a page that connects late gets the whole history in its first message
                 await page.reload()
                 await assert_page_shows(page, want, timeout_ms=3_000)
+                other = await browser.new_page(viewport={"width": 1440, "height": 1000})
+                await other.goto(f"http://127.0.0.1:{workers[1].web_port}/dashboard")
+                await assert_page_shows(other, want, timeout_ms=30_000)
             finally:
                 await browser.close()
-        worker.assert_running()
+        for worker in workers:
+            worker.assert_running()
     finally:
-        assert worker.stop(timeout_s=30) == 0
+        assert [w.stop(timeout_s=30) for w in workers] == [0, 0]
