@@ -100,6 +100,27 @@ class _MinuteCounts:
         return sorted(rows, key=lambda r: (-r["count"], r["pipeline"], r["kind"]))
 
 
+@dataclass
+class _SessionTotals:
+    """Running sums over the sessions kept (retracted ones count nowhere)."""
+
+    count: int = 0
+    pages: int = 0
+    duration_ms: int = 0
+
+    def add(self, session: Dict[str, Any], sign: int = 1) -> None:
+        if not session["retracted"]:
+            self.count += sign
+            self.pages += sign * session["pages"]
+            self.duration_ms += sign * session["durationMs"]
+
+    def remove(self, session: Dict[str, Any]) -> None:
+        self.add(session, -1)
+
+    def as_dict(self) -> Dict[str, int]:
+        return {"count": self.count, "pages": self.pages, "durationMs": self.duration_ms}
+
+
 class DashboardState:
     """What the dashboard shows, built from output records; see the module docstring."""
 
@@ -111,6 +132,9 @@ class DashboardState:
         self.pageviews = _Series(history_ms)
         self._top: Dict[str, Any] = {}
         self._sessions: Dict[Tuple[str, int], Dict[str, Any]] = {}
+        self._session_totals = _SessionTotals()
+        self._sessions_newest_end: Optional[int] = None
+        self._sessions_horizon = -(2**63)
         self._late = _MinuteCounts()
         self._dead = _MinuteCounts()
         self._fraud: Deque[Dict[str, Any]] = deque(maxlen=FRAUD_ALERTS_KEPT)
@@ -161,14 +185,28 @@ class DashboardState:
         kept = self._sessions.get(key)
         if kept is not None and kept["revision"] >= rec["revision"]:
             return False
-        self._sessions[key] = {"end": rec["sessionEnd"], "durationMs": rec["durationMs"],
-                               "pages": rec["pageViews"], "revision": rec["revision"],
-                               "retracted": bool(rec.get("retracted"))}
-        newest = max(s["end"] for s in self._sessions.values())
-        for old in [k for k, s in self._sessions.items() if s["end"] < newest - self.history_ms]:
-            del self._sessions[old]
+        if kept is not None:
+            self._session_totals.remove(kept)
+        session = {"end": rec["sessionEnd"], "durationMs": rec["durationMs"],
+                   "pages": rec["pageViews"], "revision": rec["revision"],
+                   "retracted": bool(rec.get("retracted"))}
+        self._sessions[key] = session
+        self._session_totals.add(session)
+        self._expire_sessions(rec["sessionEnd"])
         self._bump("sessions")
         return True
+
+    def _expire_sessions(self, end_ms: int) -> None:
+        """Drop sessions that ended more than the history before the newest end (checked
+        once per minute of event time, so a record costs O(1) on average)."""
+        if self._sessions_newest_end is None or end_ms > self._sessions_newest_end:
+            self._sessions_newest_end = end_ms
+        horizon = self._sessions_newest_end - self.history_ms
+        if horizon < self._sessions_horizon + MINUTE_MS:
+            return
+        self._sessions_horizon = horizon
+        for key in [k for k, s in self._sessions.items() if s["end"] < horizon]:
+            self._session_totals.remove(self._sessions.pop(key))
 
     def add_late_event(self, rec: Dict[str, Any], timestamp_ms: int) -> None:
         view = rec.get("view") or ("partial" if rec.get("kind") == "partial" else "?")
@@ -208,9 +246,7 @@ class DashboardState:
         if name == "top":
             return self._top
         if name == "sessions":
-            live = [s for s in self._sessions.values() if not s["retracted"]]
-            return {"count": len(live), "pages": sum(s["pages"] for s in live),
-                    "durationMs": sum(s["durationMs"] for s in live)}
+            return self._session_totals.as_dict()
         if name == "late":
             return self._late.totals()
         if name == "dead":

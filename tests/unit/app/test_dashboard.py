@@ -152,3 +152,13 @@ def test_lag_counts_from_the_committed_offset_or_the_first_offset_without_one():
                        committed={a0: 100, b0: 4})
     assert lag == {"a": {"lag": 30, "partitions": 2, "behind": 1},
                    "b": {"lag": 6, "partitions": 1, "behind": 1}}
+
+
+def test_sessions_that_ended_more_than_the_history_before_the_newest_are_dropped():
+    state = DashboardState(HOUR)
+    for i in range(130):  # one session a minute for 130 minutes
+        state.add_user_session({"sessionId": f"s{i}", "sessionStart": T0 + i * MIN,
+                                "sessionEnd": T0 + i * MIN, "durationMs": 0, "pageViews": 1,
+                                "revision": 0, "retracted": False})
+    # ends from newest - 1 h (minute 69) to the newest (minute 129), both kept
+    assert state.snapshot()["sessions"] == {"count": 61, "pages": 61, "durationMs": 0}
