@@ -1,11 +1,18 @@
 """The dashboard's feed state: revisions replace, history is bounded in time, deltas are exact."""
 
+import os
+import subprocess
+import sys
+
 import orjson
+import pytest
 from aiokafka import TopicPartition
 
 from app.consumer_lag import lag_by_topic
 from app.dashboard import FRAUD_ALERTS_KEPT, DashboardState
 from app.dashboard_reader import apply_record
+from app.settings import Settings
+from tables.errors import ConfigError
 
 MIN = 60_000
 HOUR = 60 * MIN
@@ -162,3 +169,22 @@ def test_sessions_that_ended_more_than_the_history_before_the_newest_are_dropped
                                 "revision": 0, "retracted": False})
     # ends from newest - 1 h (minute 69) to the newest (minute 129), both kept
     assert state.snapshot()["sessions"] == {"count": 61, "pages": 61, "durationMs": 0}
+
+
+@pytest.mark.parametrize("env, value", [
+    ("WEIR_DASHBOARD_ENABLED", "yes"), ("WEIR_DASHBOARD_HISTORY_MS", "59999"),
+    ("WEIR_DASHBOARD_PUSH_INTERVAL_MS", "0"), ("WEIR_DASHBOARD_LAG_INTERVAL_MS", "abc")])
+def test_a_bad_dashboard_setting_fails_naming_it(env, value):
+    with pytest.raises(ConfigError, match=env):
+        Settings.from_env({env: value})
+
+
+@pytest.mark.parametrize("enabled", ["true", "false"])
+def test_the_dashboard_routes_exist_only_when_enabled(enabled):
+    probe = ("from app.faust_app import app; "
+             "print(sorted(p for p in app.web.views if p.startswith('/dashboard')))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "WEIR_DASHBOARD_ENABLED": enabled})
+    assert out.returncode == 0, out.stderr
+    routes = ["/dashboard", "/dashboard/events", "/dashboard/snapshot"]
+    assert out.stdout.strip() == str(routes if enabled == "true" else [])
