@@ -49,6 +49,8 @@ class DashboardService(Service):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the dashboard must not stop the worker
+                if self.stopping.is_set():
+                    return  # its consumer was stopped under it
                 log.warning("Dashboard: reading the output topics failed (%r); retrying in "
                             "%.0f s", exc, RETRY_S)
                 await self.reader.stop()
@@ -67,6 +69,8 @@ class DashboardService(Service):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001
+                if self.stopping.is_set():
+                    return
                 log.warning("Dashboard: measuring the consumer lag failed (%r)", exc)
                 await self.lag.stop()
                 started = False
