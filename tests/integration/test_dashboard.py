@@ -84,7 +84,7 @@ def pageview_input(rnd: random.Random) -> List[Tuple[int, bytes, bytes]]:
     for p in range(PARTITIONS):
         views = []
         for v in range(24):
-            sid, start = f"s{p}-{v}", T0 + rnd.randrange(0, 200_000)
+            sid, start = f"s{p}-{v}", T0 + rnd.randrange(0, 150_000)  # all before T0 + 4 min
             user = rnd.choice([None, None, f"user{rnd.randrange(20)}"])
             for k in range(rnd.randrange(1, 9)):
                 page = rnd.choices(PAGES, weights)[0]
@@ -124,6 +124,7 @@ def expected_page(orders_in, pageviews_in) -> Dict:
     windows, late_views = expected_windows(views, SIZE_MS, SIZE_MS, DELAY_MS)
     assert orders.late and not late_views, "the input has late orders and no late pageviews"
     newest = windows[max(windows)]
+    assert newest["topPages"][0][1] >= 5, "the newest window is a full one"
     sessions = {v.session_id for v in views if not v.session_id.startswith("flush-")}
     return {"orders": orders.merged(), "pageviews": windows, "late": len(orders.late),
             "dead": dict(dead), "top_page": newest["topPages"][0], "sessions": len(sessions)}
@@ -204,7 +205,7 @@ async def test_every_worker_dashboard_shows_the_figures_the_events_imply_also_af
         want = expected_page(
             await read_topic(servers, env["WEIR_TOPIC_ORDERS"], len(orders), settle_s=0),
             await read_topic(servers, env["WEIR_TOPIC_PAGEVIEWS"], len(pageviews), settle_s=0))
-        assert len(want["orders"]) >= 5 and len(want["pageviews"]) >= 5
+        assert len(want["orders"]) >= 5 and len(want["pageviews"]) >= 4
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=CHROMIUM)
             try:
