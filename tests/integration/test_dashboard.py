@@ -77,16 +77,18 @@ def order_input(rnd: random.Random) -> List[Tuple[int, bytes, bytes]]:
 
 
 def pageview_input(rnd: random.Random) -> List[Tuple[int, bytes, bytes]]:
-    """Visits of 1..8 pages, 12 s apart, in five minutes per partition (popular pages more
-    often), sorted by time with neighbours swapped (small disorder), a few malformed."""
+    """Visits of 1..8 pages, 12 s apart, in four minutes per partition (popular pages more
+    often, a referrer on entry pages), sorted by time with neighbours swapped (small
+    disorder), a few malformed."""
     messages = []
     weights = [1 / (i + 1) ** 1.2 for i in range(len(PAGES))]
     for p in range(PARTITIONS):
         views = []
         for v in range(24):
-            sid, start = f"s{p}-{v}", T0 + rnd.randrange(0, 150_000)  # all before T0 + 4 min
+            sid, start = f"s{p}-{v}", T0 + rnd.randrange(0, 220_000)
             user = rnd.choice([None, None, f"user{rnd.randrange(20)}"])
-            for k in range(rnd.randrange(1, 9)):
+            pages = min(rnd.randrange(1, 9), (T0 + 239_000 - start) // 12_000 + 1)
+            for k in range(pages):  # all before T0 + 4 min: the last window is a full one
                 page = rnd.choices(PAGES, weights)[0]
                 ref = rnd.choice(REFERRERS + [None]) if k == 0 else None
                 views.append((start + k * 12_000, sid, pageview(sid, start + k * 12_000, page,
@@ -124,10 +126,11 @@ def expected_page(orders_in, pageviews_in) -> Dict:
     windows, late_views = expected_windows(views, SIZE_MS, SIZE_MS, DELAY_MS)
     assert orders.late and not late_views, "the input has late orders and no late pageviews"
     newest = windows[max(windows)]
-    assert newest["topPages"][0][1] >= 5, "the newest window is a full one"
+    assert newest["topPages"][0][1] >= 5 and newest["topReferrers"], "the newest window is full"
     sessions = {v.session_id for v in views if not v.session_id.startswith("flush-")}
     return {"orders": orders.merged(), "pageviews": windows, "late": len(orders.late),
-            "dead": dict(dead), "top_page": newest["topPages"][0], "sessions": len(sessions)}
+            "dead": dict(dead), "top_page": newest["topPages"][0],
+            "top_referrer": newest["topReferrers"][0], "sessions": len(sessions)}
 
 
 def money(x: float) -> str:
@@ -165,6 +168,11 @@ async def assert_page_shows(page, want: Dict, timeout_ms: float) -> None:
                                                                timeout=timeout_ms)
     name, n = want["top_page"]
     top = page.locator("#top-pages li").first
+    await expect(top.locator(".name")).to_have_text(name, timeout=timeout_ms)
+    await expect(top.locator(".count")).to_have_text(f"{n:,} view{'s' if n != 1 else ''}",
+                                                      timeout=timeout_ms)
+    name, n = want["top_referrer"]
+    top = page.locator("#top-referrers li").first
     await expect(top.locator(".name")).to_have_text(name, timeout=timeout_ms)
     await expect(top.locator(".count")).to_have_text(f"{n:,} view{'s' if n != 1 else ''}",
                                                       timeout=timeout_ms)
