@@ -18,12 +18,14 @@ from app.clock import wall_clock_ms
 from app.faust_app import app, partition_log, settings
 from app.models import BadEvent, OrderMetrics, decode_order
 from app.sinks import Sender, Sink, future_timestamp, send_dead_letter, send_late_event
-from app.topics import register_merge_topic
+from app.topics import register_merge_topic, register_table
 from app.partition_log import PartitionLocks
 from app.windowed import (MergedView, ViewMerger, batch_gate, check_watches,
                           consume_in_batches, progress_line, stall_watches)
 from tables.aggregators import CountAndSum
+from tables.dedup import SeenIds
 from tables.engine import Item
+from tables.faust_store import FaustTableStore
 from tables.merge import MergeResult
 from tables.windows import TumblingWindow
 
@@ -36,11 +38,17 @@ orders_topic = app.topic(settings.orders_topic, key_type=bytes, value_type=bytes
 partials_topic = app.topic(settings.topic_name("orders-partials"), partitions=1,
                            key_serializer="raw", value_serializer="json")
 sink = Sink(app)
+limits = settings.input_limits
 locks = PartitionLocks()
 
 totals = MergedView(app, settings, "orders-totals",
                     TumblingWindow(settings.order_window_size_ms, settings.allowed_lateness_ms),
                     CountAndSum(), settings.orders_topic, partials_topic.get_topic_name(), sink)
+
+#: order ids already delivered (upstream re-deliveries count once)
+register_table("orders-seen", per_input=True)
+seen_store = FaustTableStore(app.Table("orders-seen", partitions=settings.input_partitions))
+seen = SeenIds(settings.dedup_ttl_ms, seen_store, "WEIR_DEDUP_TTL_MS")
 
 
 @app.agent(orders_topic)
@@ -61,28 +69,36 @@ async def _process_orders(partition: int, events: Sequence[EventT]) -> None:
     if not events:
         return
     async with sink.batch(TP(settings.orders_topic, partition)) as out:
-        # decode: skip what an earlier run already folded in; bad input -> dead letters
+        # decode: skip what an earlier run already folded in and upstream duplicates;
+        # bad input -> dead letters
         items: List[Item[EventT]] = []
         for event in events:
             if clock.is_replay(event.message.offset):
                 continue
             try:
-                order = decode_order(event.value)
+                order = decode_order(event.value, limits)
             except BadEvent as exc:
-                await send_dead_letter(out, settings.dead_letters_topic, PIPELINE, exc, event)
+                await send_dead_letter(out, settings.dead_letters_topic, PIPELINE, exc, event,
+                                       settings.max_event_bytes)
+                continue
+            if not seen.first_delivery(partition, order.order_id, order.timestamp):
                 continue
             items.append(Item(event.message.offset, order.timestamp, order.amount, event))
         # window: fold into tumbling windows under the partition's watermark
         next_offset = events[-1].message.offset + 1
         result = totals.process(partition, items, anchor, next_offset)
+        seen.expire(partition, clock.watermark.watermark_ms)
         # sink: state, partial totals to the merge, late orders, orders from the future
         await totals.publish(out, partition, result)
+        seen_store.bind(anchor)
+        seen.flush(partition)
+        await seen_store.flush_changelog(out)
         for late in result.late:
             await send_late_event(out, settings.late_events_topic, PIPELINE, totals.name, late)
         for item in result.too_far_ahead:
             await send_dead_letter(out, settings.dead_letters_topic, PIPELINE,
                                    future_timestamp(item.ts_ms, settings.max_future_skew_ms),
-                                   item.source)
+                                   item.source, settings.max_event_bytes)
         out.consumed(anchor.message.tp, next_offset)
 
 
@@ -146,5 +162,7 @@ async def forget_revoked(app, revoked, **kwargs) -> None:
     for tp in revoked:
         if tp.topic == settings.orders_topic:
             totals.forget(tp.partition)
+            seen.forget(tp.partition)
+            seen_store.forget(tp.partition)
         elif tp.topic == partials_topic.get_topic_name():
             merger.forget()

@@ -28,6 +28,7 @@ from app.partition_log import PartitionLocks
 from app.windowed import (MergedView, ViewMerger, batch_gate, check_watches,
                           consume_in_batches, progress_line, stall_watches)
 from tables.aggregators import Count, Distinct, Fields, FirstAndLast, Frequencies
+from tables.dedup import SeenIds
 from tables.engine import Item
 from tables.faust_store import FaustTableStore
 from tables.merge import MergeResult
@@ -44,6 +45,7 @@ pageviews_topic = app.topic(settings.pageviews_topic, key_type=bytes, value_type
 partials_topic = app.topic(settings.topic_name("pageviews-partials"), partitions=1,
                            key_serializer="raw", value_serializer="json")
 sink = Sink(app)
+limits = settings.input_limits
 locks = PartitionLocks()
 
 #: a window's accumulator: views, distinct sessions, distinct user ids, pages, referrers
@@ -64,6 +66,11 @@ session_store = FaustTableStore(app.Table("pageview-sessions",
 sessions = SessionEngine(SessionWindow(settings.session_gap_ms, lateness_ms),
                          settings.max_out_of_orderness_ms, FirstAndLast(), session_store)
 SESSIONS_VIEW = "pageview-sessions"
+
+#: pageviews already delivered, by sessionId, timestamp and page (re-deliveries count once)
+register_table("pageviews-seen", per_input=True)
+seen_store = FaustTableStore(app.Table("pageviews-seen", partitions=settings.input_partitions))
+seen = SeenIds(settings.dedup_ttl_ms, seen_store, "WEIR_DEDUP_TTL_MS")
 
 
 @app.agent(pageviews_topic)
@@ -87,7 +94,8 @@ async def _process_pageviews(partition: int, events: Sequence[EventT]) -> None:
         return
     done_before = max(c.next_offset for c in clocks)  # all move together, in one commit
     async with sink.batch(source) as out:
-        # decode: skip what an earlier run already folded in; bad input -> dead letters
+        # decode: skip what an earlier run already folded in and upstream duplicates;
+        # bad input -> dead letters
         window_items: List[Item[EventT]] = []
         session_items: List[Item[EventT]] = []
         horizon_ms = wall_clock_ms() + settings.max_future_skew_ms
@@ -96,13 +104,17 @@ async def _process_pageviews(partition: int, events: Sequence[EventT]) -> None:
             if offset < done_before:
                 continue
             try:
-                view = decode_pageview(event.value)
+                view = decode_pageview(event.value, limits)
             except BadEvent as exc:
-                await send_dead_letter(out, settings.dead_letters_topic, PIPELINE, exc, event)
+                await send_dead_letter(out, settings.dead_letters_topic, PIPELINE, exc, event,
+                                       settings.max_event_bytes)
                 continue
             if view.timestamp > horizon_ms:  # must not drag any watermark forward
                 await send_dead_letter(out, settings.dead_letters_topic, PIPELINE, future_timestamp(
-                    view.timestamp, settings.max_future_skew_ms), event)
+                    view.timestamp, settings.max_future_skew_ms), event, settings.max_event_bytes)
+                continue
+            if not seen.first_delivery(partition, f"{view.session_id}|{view.timestamp}|{view.page}",
+                                       view.timestamp):
                 continue
             window_items.append(Item(offset, view.timestamp, [None, view.session_id, view.user_id,
                                                               view.page, view.referrer], event))
@@ -116,12 +128,16 @@ async def _process_pageviews(partition: int, events: Sequence[EventT]) -> None:
                    for v in (tumbling, hopping)]
         session_store.bind(anchor)
         closed = sessions.process(partition, session_items, next_offset=next_offset)
+        seen.expire(partition, clocks[0].watermark.watermark_ms)
         # sink: state, partials to the merge, sessions, late pageviews
         for view, result in results:
             await view.publish(out, partition, result)
             for late in result.late:
                 await send_late_event(out, settings.late_events_topic, PIPELINE, view.name, late)
         await session_store.flush_changelog(out)
+        seen_store.bind(anchor)
+        seen.flush(partition)
+        await seen_store.flush_changelog(out)
         await publish_sessions(out, closed)
         out.consumed(anchor.message.tp, next_offset)
 
@@ -218,5 +234,7 @@ async def forget_revoked(app, revoked, **kwargs) -> None:
             hopping.forget(tp.partition)
             sessions.forget(tp.partition)
             session_store.forget(tp.partition)
+            seen.forget(tp.partition)
+            seen_store.forget(tp.partition)
         elif tp.topic == partials_topic.get_topic_name():
             merger.forget()

@@ -28,6 +28,18 @@ class BadEvent(DecodeError):
         self.reason = reason
 
 
+class InputLimits(NamedTuple):
+    """Bounds on input beyond its shape (settings WEIR_MAX_EVENT_BYTES,
+    WEIR_MIN_EVENT_TIME_MS, WEIR_MAX_AMOUNT)."""
+
+    max_event_bytes: int = 16384
+    min_event_time_ms: int = 946_684_800_000  # 2000-01-01
+    max_amount: float = 1e9
+
+
+DEFAULT_LIMITS = InputLimits()
+
+
 class Order(NamedTuple):
     order_id: str
     user_id: str
@@ -36,10 +48,13 @@ class Order(NamedTuple):
     product_id: str
 
 
-def decode_json_object(raw: Optional[bytes]) -> Dict[str, Any]:
+def decode_json_object(raw: Optional[bytes], limits: InputLimits = DEFAULT_LIMITS) -> Dict[str, Any]:
     """Parse bytes into a JSON object, or raise `BadEvent` saying why not."""
     if raw is None:
         raise BadEvent("empty", "message has no value (null)")
+    if len(raw) > limits.max_event_bytes:
+        raise BadEvent("too_large", f"event of {len(raw)} bytes is larger than "
+                                    f"WEIR_MAX_EVENT_BYTES={limits.max_event_bytes}")
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -62,7 +77,8 @@ def _field(data: Dict[str, Any], name: str, kind: type, kind_name: str) -> Any:
     return value
 
 
-def event_time_ms(data: Dict[str, Any], name: str = "timestamp") -> int:
+def event_time_ms(data: Dict[str, Any], limits: InputLimits = DEFAULT_LIMITS,
+                  name: str = "timestamp") -> int:
     """The event time field as integer epoch milliseconds."""
     value = _field(data, name, (int, float), "epoch milliseconds (integer)")
     if isinstance(value, float):
@@ -71,18 +87,24 @@ def event_time_ms(data: Dict[str, Any], name: str = "timestamp") -> int:
         value = int(value)
     if not INT64_MIN <= value <= INT64_MAX:
         raise BadEvent("invalid_value", f"field {name!r} is outside the int64 range: {value}")
+    if value < limits.min_event_time_ms:
+        raise BadEvent("past_timestamp", f"field {name!r} ({value}) is before "
+                                         f"WEIR_MIN_EVENT_TIME_MS={limits.min_event_time_ms}")
     return value
 
 
-def decode_order(raw: Optional[bytes]) -> Order:
+def decode_order(raw: Optional[bytes], limits: InputLimits = DEFAULT_LIMITS) -> Order:
     """Decode one order: ``orderId``, ``userId``, ``amount``, ``timestamp``, ``productId``."""
-    data = decode_json_object(raw)
+    data = decode_json_object(raw, limits)
     order_id = _field(data, "orderId", str, "a string")
     user_id = _field(data, "userId", str, "a string")
     amount = _field(data, "amount", (int, float), "a number")
     if not math.isfinite(amount) or amount < 0:
         raise BadEvent("invalid_value", f"field 'amount' must be a finite number >= 0, got {amount!r}")
-    timestamp = event_time_ms(data)
+    if amount > limits.max_amount:
+        raise BadEvent("invalid_value", f"field 'amount' ({amount!r}) is above "
+                                        f"WEIR_MAX_AMOUNT={limits.max_amount:g}")
+    timestamp = event_time_ms(data, limits)
     product_id = _field(data, "productId", str, "a string")
     return Order(order_id, user_id, float(amount), timestamp, product_id)
 
@@ -105,15 +127,15 @@ def _optional_text(data: Dict[str, Any], name: str) -> Optional[str]:
     return value
 
 
-def decode_pageview(raw: Optional[bytes]) -> PageView:
+def decode_pageview(raw: Optional[bytes], limits: InputLimits = DEFAULT_LIMITS) -> PageView:
     """Decode one pageview: ``sessionId``, ``page``, ``timestamp``; optional ``userId``,
     ``referrer`` (``userAgent`` and other fields are ignored)."""
-    data = decode_json_object(raw)
+    data = decode_json_object(raw, limits)
     session_id = _field(data, "sessionId", str, "a string")
     if not session_id:
         raise BadEvent("invalid_value", "field 'sessionId' must not be empty")
     page = _field(data, "page", str, "a string")
-    timestamp = event_time_ms(data)
+    timestamp = event_time_ms(data, limits)
     return PageView(session_id, _optional_text(data, "userId"), page,
                     _optional_text(data, "referrer"), timestamp)
 
@@ -210,20 +232,32 @@ class DeadLetter(_Output):
     error: str
     raw: Optional[str]
     rawBase64: Optional[str]
+    rawBytes: int
+    rawTruncated: bool
     sourceTopic: str
     sourcePartition: int
     sourceOffset: int
 
 
 def dead_letter(pipeline: str, exc: BadEvent, raw: Optional[bytes], topic: str,
-                partition: int, offset: int) -> DeadLetter:
-    """The dead letter for ``raw``: its text (lossless base64 too) and the reason."""
+                partition: int, offset: int, max_raw_bytes: int = 16384) -> DeadLetter:
+    """The dead letter for ``raw``: its text (lossless base64 too) and the reason.
+
+    At most ``max_raw_bytes`` of the input are kept (``rawTruncated``); the source
+    topic, partition and offset still lead to the whole of it.
+    """
+    size = 0 if raw is None else len(raw)
+    truncated = size > max_raw_bytes
+    if truncated:
+        raw = raw[:max_raw_bytes]
     return DeadLetter(
         pipeline=pipeline,
         reason=exc.reason,
         error=str(exc),
         raw=None if raw is None else raw.decode("utf-8", errors="replace"),
         rawBase64=None if raw is None else base64.b64encode(raw).decode("ascii"),
+        rawBytes=size,
+        rawTruncated=truncated,
         sourceTopic=topic,
         sourcePartition=partition,
         sourceOffset=offset,

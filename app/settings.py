@@ -145,6 +145,28 @@ SPECS: Dict[str, Spec] = {
         "Events more than this ahead of the worker's wall clock go to dead-letters "
         "(reason future_timestamp) instead of moving the watermark.",
     ),
+    "max_event_bytes": Spec(
+        "WEIR_MAX_EVENT_BYTES", "16384", _int(64),
+        "Input events larger than this go to dead-letters (reason too_large), so no output "
+        "derived from one can outgrow the broker's message size. Dead letters keep at most "
+        "this many bytes of the raw input (rawTruncated says so).",
+    ),
+    "min_event_time_ms": Spec(
+        "WEIR_MIN_EVENT_TIME_MS", "946684800000", _int(0),
+        "Events with an earlier timestamp (default: 2000-01-01) go to dead-letters (reason "
+        "past_timestamp) instead of opening windows at the epoch.",
+    ),
+    "max_amount": Spec(
+        "WEIR_MAX_AMOUNT", "1000000000", _int(1),
+        "Amounts above this go to dead-letters (reason invalid_value), so one absurd value "
+        "cannot swamp a window's revenue.",
+    ),
+    "dedup_ttl_ms": Spec(
+        "WEIR_DEDUP_TTL_MS", "300000", _int(0),
+        "How long (event time) an event id is remembered, so that an upstream re-delivery of "
+        "the same id counts once (orders: orderId; pageviews: sessionId+timestamp+page). "
+        "0: no deduplication.",
+    ),
     "idle_timeout_ms": Spec(
         "WEIR_IDLE_TIMEOUT_MS", "30000", _int(1),
         "A source partition silent this long (wall clock) stops holding back merged "
@@ -234,6 +256,10 @@ class Settings:
     max_out_of_orderness_ms: int
     allowed_lateness_ms: int
     max_future_skew_ms: int
+    dedup_ttl_ms: int
+    max_event_bytes: int
+    min_event_time_ms: int
+    max_amount: int
     idle_timeout_ms: int
     idle_advance: str
     batch_max_events: int
@@ -272,6 +298,12 @@ class Settings:
     def kafka_servers(self) -> str:
         """Bootstrap servers as aiokafka takes them (comma separated)."""
         return self.bootstrap_servers or f"127.0.0.1:{self.broker_port}"
+
+    @property
+    def input_limits(self) -> "InputLimits":
+        from app.models import InputLimits
+
+        return InputLimits(self.max_event_bytes, self.min_event_time_ms, self.max_amount)
 
     def topic_name(self, internal: str) -> str:
         """Name of an internal topic of this app (not meant for other consumers)."""

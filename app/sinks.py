@@ -118,9 +118,10 @@ class Sink:
 
 
 async def send_dead_letter(out: Sender, topic: str, pipeline: str, exc: BadEvent,
-                           event: EventT) -> None:
+                           event: EventT, max_raw_bytes: int) -> None:
     msg = event.message
-    record = dead_letter(pipeline, exc, event.value, msg.topic, msg.partition, msg.offset)
+    record = dead_letter(pipeline, exc, event.value, msg.topic, msg.partition, msg.offset,
+                         max_raw_bytes)
     await out.send(topic, msg.key, record.asdict())
 
 

@@ -8,18 +8,30 @@ from __future__ import annotations
 
 import os
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@dataclass(frozen=True)
+class SessionBroker:
+    """The session's broker: where it runs, and (when this session started it) its home."""
+
+    servers: str
+    home: Optional[Path] = None
+    port: int = 0
+    controller_port: int = 0
+
+
 @pytest.fixture(scope="session")
-def kafka_servers():
+def kafka_broker():
     existing = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if existing:
-        yield existing
+        yield SessionBroker(existing)
         return
     from app import broker
 
@@ -30,9 +42,14 @@ def kafka_servers():
     broker.ensure_jars(home)
     broker.start(home, port, controller_port)
     try:
-        yield f"127.0.0.1:{port}"
+        yield SessionBroker(f"127.0.0.1:{port}", home, port, controller_port)
     finally:
         broker.stop(home)
+
+
+@pytest.fixture(scope="session")
+def kafka_servers(kafka_broker):
+    return kafka_broker.servers
 
 
 @pytest.fixture

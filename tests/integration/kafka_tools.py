@@ -78,6 +78,12 @@ async def read_topic(servers: str, topic: str, at_least: int = 0, timeout_s: flo
         await consumer.stop()
 
 
+def redeliver_some(rnd, messages: list, earlier: list, share: float = 0.04) -> None:
+    """Now and then send one of the ``earlier`` messages again, as an upstream retry does."""
+    if rnd.random() < share:
+        messages.append(rnd.choice(earlier))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -87,9 +93,11 @@ def free_port() -> int:
 class Worker:
     """A real `weir worker` process with its own environment and log file."""
 
-    def __init__(self, env: Dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: Dict[str, str], log_path: Path,
+                 program: Optional[List[str]] = None) -> None:
         self.env = {**os.environ, **env}
         self.log_path = log_path
+        self.program = program or [WEIR]  # or a wrapper of `weir`, e.g. with a fault injected
         self.proc: Optional[subprocess.Popen] = None
         self.web_port: Optional[int] = None
 
@@ -97,7 +105,7 @@ class Worker:
         self.web_port = free_port()
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [WEIR, "worker", "-l", "info", "--web-port", str(self.web_port)],
+            [*self.program, "worker", "-l", "info", "--web-port", str(self.web_port)],
             env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         log.close()

@@ -20,52 +20,11 @@ import pytest
 
 from tests.integration import test_orders_pipeline as orders
 from tests.integration import test_pageviews_pipeline as pageviews
+from tests.integration.both_pipelines import (assert_both_exact, read_both_pipelines,
+                                              split_flush, stream_slowly)
 from tests.integration.kafka_tools import Worker, produce, read_topic, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-async def stream_slowly(servers, topic, messages, chunk=20, pause_s=0.12):
-    for i in range(0, len(messages), chunk):
-        await produce(servers, topic, messages[i:i + chunk])
-        await asyncio.sleep(pause_s)
-
-
-def split_flush(messages, marker: bytes):
-    flush = [m for m in messages if marker in m[2]]
-    return [m for m in messages if marker not in m[2]], flush
-
-
-async def read_both_pipelines(env, order_count: int, view_count: int):
-    """Inputs and outputs of both pipelines, read once the outputs equal the oracles (or time
-    out); late events and dead letters of both pipelines share their topics."""
-    servers = env["KAFKA_BOOTSTRAP_SERVERS"]
-    order_inputs = await read_topic(servers, env["WEIR_TOPIC_ORDERS"], order_count, settle_s=0)
-    view_inputs = await read_topic(servers, env["WEIR_TOPIC_PAGEVIEWS"], view_count, settle_s=0)
-    expected, order_dead = orders.oracle_for(order_inputs)
-    views, view_dead = pageviews.decode_inputs(view_inputs)
-    want_windows, want_sessions, want_late = pageviews.expected_all(views)
-    metrics = await read_topic(
-        servers, env["WEIR_TOPIC_ORDER_METRICS"], len(expected.merged()), timeout_s=120,
-        settle_s=3.0, until=lambda recs: orders.summarize(recs, [], [])[0]
-        == orders.expected_rows(expected)[0])
-    view_outputs = await pageviews.read_outputs(
-        env, want_windows, want_sessions, len(expected.late) + len(want_late),
-        len(order_dead) + len(view_dead), settle_s=3.0)
-    return order_inputs, view_inputs, expected, order_dead, metrics, view_outputs
-
-
-def assert_both_exact(outputs) -> None:
-    order_inputs, view_inputs, expected, order_dead, metrics, view_outputs = outputs
-    page_metrics, sessions, late, dead = view_outputs
-    by_pipeline = {"orders": ([], []), "pageviews": ([], [])}
-    for records, slot in ((late, 0), (dead, 1)):
-        for r in records:
-            pipeline = b'"pipeline":"orders"' in r.value and "orders" or "pageviews"
-            by_pipeline[pipeline][slot].append(r)
-    orders.assert_exact(orders.summarize(metrics, *by_pipeline["orders"]), expected, order_dead,
-                        order_inputs)
-    pageviews.assert_exact((page_metrics, sessions, *by_pipeline["pageviews"]), view_inputs)
 
 
 @pytest.mark.parametrize("keep_data_dir", [True, False], ids=["data-dir-kept", "data-dir-deleted"])

@@ -11,7 +11,8 @@ from typing import Dict, List, Tuple
 
 import pytest
 
-from tests.integration.kafka_tools import Record, Worker, produce, read_topic
+from tests.integration.hostile import HOSTILE_ORDERS
+from tests.integration.kafka_tools import Record, Worker, produce, read_topic, redeliver_some
 from tests.oracle import InputEvent, expected_outputs
 
 pytestmark = pytest.mark.integration
@@ -27,6 +28,7 @@ MALFORMED = [
     (b'{"orderId":"m","userId":"u","amount":"5","timestamp":1,"productId":"p"}', "wrong_type"),
     (b"[]", "wrong_shape"),
 ]
+KNOWN_BAD = {**dict(MALFORMED), **dict(HOSTILE_ORDERS)}  # payload -> dead-letter reason
 
 
 def order(i: str, ts: int, amount: float) -> bytes:
@@ -39,17 +41,21 @@ def fixed_input(seed: int = 7, per_partition: int = 250) -> List[Tuple[int, byte
     rnd = random.Random(seed)
     messages = []
     for p in range(PARTITIONS):
+        valid: List[Tuple[int, bytes, bytes]] = []
         for i in range(per_partition):
             nominal = T0 + i * 700
             roll = rnd.random()
             if roll < 0.03:
-                value = rnd.choice(MALFORMED)[0]
-            elif roll < 0.10:
+                messages.append((p, f"k{p}".encode(), rnd.choice(MALFORMED)[0]))
+                continue
+            if roll < 0.10:
                 value = order(f"{p}-{i}", nominal - rnd.randrange(70_000, 130_000), 1.25)
             else:
                 value = order(f"{p}-{i}", nominal - rnd.randrange(0, 9_000),
                               round(rnd.uniform(1, 500), 2))
-            messages.append((p, f"k{p}".encode(), value))
+            valid.append((p, f"k{p}".encode(), value))
+            messages.append(valid[-1])
+            redeliver_some(rnd, messages, valid)
     # edge cases on partition 0: a window's first and last millisecond, then an
     # event that arrives exactly when the watermark reaches its window's end
     last = T0 + per_partition * 700
@@ -74,15 +80,19 @@ def edge_window_counted(messages, windows) -> bool:
 
 
 def oracle_for(inputs: List[Record], lateness_ms: int = 0):
-    events, dead = [], []
+    """Expected outputs; an order id already delivered on its partition counts once."""
+    events, dead, seen = [], [], set()
     for r in inputs:
-        reason = dict(MALFORMED).get(r.value)
-        if b'"orderId": "future"' in r.value:
+        reason = KNOWN_BAD.get(r.value)
+        if reason is None and b'"orderId": "future"' in r.value:
             reason = "future_timestamp"
         if reason:
             dead.append((r.partition, r.offset, reason))
             continue
         data = json.loads(r.value)
+        if (r.partition, data["orderId"]) in seen:
+            continue
+        seen.add((r.partition, data["orderId"]))
         events.append(InputEvent(r.partition, r.offset, data["timestamp"], data["amount"]))
     return expected_outputs(events, SIZE_MS, DELAY_MS, lateness_ms), sorted(dead)
 
@@ -143,7 +153,7 @@ def assert_exact(got, expected, dead_expected, inputs, lateness_ms=0):
         # revisions depends on when the other partitions' watermarks arrive)
         assert any(e.revision > 0 for e in expected.emissions)
     by_offset = {(r.partition, r.offset): json.loads(r.value)["timestamp"] for r in inputs
-                 if r.value not in dict(MALFORMED) and b'"future"' not in r.value}
+                 if r.value not in KNOWN_BAD and b'"future"' not in r.value}
     assert [row[:4] for row in late] == [row[:4] for row in want_late]
     for p, off, _start, wm, late_by, same_ts in late:
         assert late_by == wm - by_offset[(p, off)] and same_ts
@@ -164,6 +174,7 @@ async def test_windows_late_events_and_dead_letters_equal_the_batch_oracle(
                                   len(messages), settle_s=0)
         expected, dead_expected = oracle_for(inputs, lateness_ms)
         assert expected.late and len(expected.windows) > 8 and dead_expected  # the input covers each path
+        assert len(set(messages)) < len(messages)  # and upstream re-deliveries
         got = await read_outputs(env, expected, len(dead_expected))
         worker.assert_running()
     finally:

@@ -1,6 +1,9 @@
+import base64
+import json
+
 import pytest
 
-from app.models import BadEvent, dead_letter, decode_order, decode_pageview
+from app.models import BadEvent, InputLimits, dead_letter, decode_order, decode_pageview
 
 GOOD = b'{"orderId":"o1","userId":"u1","amount":12.5,"timestamp":1700000000000,"productId":"p1"}'
 
@@ -42,12 +45,12 @@ def test_dead_letter_keeps_the_raw_bytes_and_position():
 
 
 def test_pageview_optional_fields_absent_null_or_empty_mean_none():
-    view = decode_pageview(b'{"sessionId":"s1","page":"/","timestamp":5,"referrer":"",'
-                           b'"userAgent":"x"}')
-    assert view == ("s1", None, "/", None, 5)
+    view = decode_pageview(b'{"sessionId":"s1","page":"/","timestamp":1700000000005,'
+                           b'"referrer":"","userAgent":"x"}')
+    assert view == ("s1", None, "/", None, 1700000000005)
     view = decode_pageview(b'{"sessionId":"s1","userId":"u","page":"/a","referrer":"r",'
-                           b'"timestamp":5.0}')
-    assert view == ("s1", "u", "/a", "r", 5)
+                           b'"timestamp":1700000000005.0}')
+    assert view == ("s1", "u", "/a", "r", 1700000000005)
 
 
 @pytest.mark.parametrize(
@@ -56,7 +59,7 @@ def test_pageview_optional_fields_absent_null_or_empty_mean_none():
         (b'{"page":"/","timestamp":1}', "missing_field"),
         (b'{"sessionId":"","page":"/","timestamp":1}', "invalid_value"),
         (b'{"sessionId":"s","page":["/"],"timestamp":1}', "wrong_type"),
-        (b'{"sessionId":"s","page":"/","timestamp":1,"userId":3}', "wrong_type"),
+        (b'{"sessionId":"s","page":"/","timestamp":1700000000000,"userId":3}', "wrong_type"),
         (b'{"sessionId":"s","page":"/","timestamp":1.5}', "wrong_type"),
     ],
 )
@@ -64,3 +67,37 @@ def test_bad_pageviews_name_their_reason(raw, reason):
     with pytest.raises(BadEvent) as err:
         decode_pageview(raw)
     assert err.value.reason == reason
+
+
+def test_event_larger_than_the_limit_is_too_large():
+    limits = InputLimits(max_event_bytes=100)
+    raw = json.dumps({"orderId": "o" * 200, "userId": "u", "amount": 1,
+                      "timestamp": 1_700_000_000_000, "productId": "p"}).encode()
+    with pytest.raises(BadEvent) as exc:
+        decode_order(raw, limits)
+    assert exc.value.reason == "too_large" and "WEIR_MAX_EVENT_BYTES=100" in str(exc.value)
+
+
+def test_timestamp_before_the_minimum_event_time_is_a_past_timestamp():
+    with pytest.raises(BadEvent) as exc:
+        decode_pageview(b'{"sessionId":"s","page":"/","timestamp":0}')
+    assert exc.value.reason == "past_timestamp" and "WEIR_MIN_EVENT_TIME_MS" in str(exc.value)
+    assert decode_pageview(b'{"sessionId":"s","page":"/","timestamp":0}',
+                           InputLimits(min_event_time_ms=0)).timestamp == 0
+
+
+def test_amount_above_the_maximum_is_invalid():
+    raw = b'{"orderId":"o","userId":"u","amount":1e12,"timestamp":1700000000000,"productId":"p"}'
+    with pytest.raises(BadEvent) as exc:
+        decode_order(raw)
+    assert exc.value.reason == "invalid_value" and "WEIR_MAX_AMOUNT" in str(exc.value)
+    assert decode_order(raw, InputLimits(max_amount=1e13)).amount == 1e12
+
+
+def test_dead_letter_keeps_at_most_max_raw_bytes_and_says_so():
+    raw = b"x" * 1_000_000
+    letter = dead_letter("orders", BadEvent("too_large", "big"), raw, "orders", 2, 7, 1000)
+    assert letter.rawBytes == 1_000_000 and letter.rawTruncated
+    assert letter.raw == "x" * 1000 and base64.b64decode(letter.rawBase64) == raw[:1000]
+    small = dead_letter("orders", BadEvent("invalid_json", "bad"), b"{", "orders", 2, 8, 1000)
+    assert small.rawBytes == 1 and not small.rawTruncated and small.raw == "{"

@@ -1,0 +1,86 @@
+"""`weir` with faults injected, for tests: ``python -m tests.integration.faulty_worker``.
+
+Environment (each fault is off unless its variable is set):
+
+- ``WEIR_TEST_SLOW_COMMIT_MS``: every batch's commit first sleeps this long (a slow sink);
+- ``WEIR_TEST_CRASH_BEFORE_COMMIT_TO``: the process exits (``os._exit``, no clean-up, as
+  kill -9) right before committing the first batch that sent something to this topic;
+- ``WEIR_TEST_CRASH_MARKER``: a file created at the crash; while it exists no crash
+  happens, so a restarted worker with the same environment runs normally;
+- ``WEIR_TEST_SEND_OUTSIDE_TRANSACTION=1``: records for that topic leave on a plain,
+  non-transactional producer, as faust-streaming does for topics the app does not
+  consume (issue #177). It takes our fix away, to show the test would catch the bug.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from app import sinks
+
+CRASH_EXIT_CODE = 17
+
+
+def install() -> None:
+    if os.environ.get("WEIR_TEST_SLOW_COMMIT_MS"):
+        slow_commits(int(os.environ["WEIR_TEST_SLOW_COMMIT_MS"]) / 1000)
+    if os.environ.get("WEIR_TEST_CRASH_BEFORE_COMMIT_TO"):
+        crash_before_commit(os.environ["WEIR_TEST_CRASH_BEFORE_COMMIT_TO"])
+
+
+def slow_commits(delay_s: float) -> None:
+    commit = sinks.Sender._commit
+
+    async def slow_commit(self, group_id):
+        await asyncio.sleep(delay_s)
+        await commit(self, group_id)
+
+    sinks.Sender._commit = slow_commit
+
+
+def crash_before_commit(topic: str) -> None:
+    marker = Path(os.environ["WEIR_TEST_CRASH_MARKER"])
+    outside = os.environ.get("WEIR_TEST_SEND_OUTSIDE_TRANSACTION") == "1"
+    send, commit = sinks.Sender.send, sinks.Sender._commit
+    plain = {}
+
+    async def send_outside(key, value, partition):
+        if "producer" not in plain:
+            plain["producer"] = AIOKafkaProducer(
+                bootstrap_servers=os.environ["KAFKA_BOOTSTRAP_SERVERS"])
+            await plain["producer"].start()
+        data = value if value is None or isinstance(value, bytes) else orjson.dumps(value)
+        await plain["producer"].send_and_wait(topic, data, key=key, partition=partition)
+
+    async def faulty_send(self, to, key, value, partition=None):
+        if to != topic:
+            return await send(self, to, key, value, partition)
+        self.crash_due = True
+        if outside:
+            return await send_outside(key, value, partition)
+        return await send(self, to, key, value, partition)
+
+    async def faulty_commit(self, group_id):
+        if getattr(self, "crash_due", False) and not marker.exists():
+            marker.touch()
+            print(f"faulty_worker: exiting before the commit of a batch sent to {topic}",
+                  flush=True)
+            os._exit(CRASH_EXIT_CODE)
+        await commit(self, group_id)
+
+    sinks.Sender.send = faulty_send
+    sinks.Sender._commit = faulty_commit
+
+
+if __name__ == "__main__":
+    install()
+    from app.cli import main
+
+    sys.argv[0] = "weir"
+    main()
