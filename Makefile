@@ -1,5 +1,5 @@
 # The two commands of the README: `make demo` runs the main job, `make test` the tests.
-.PHONY: install demo test test-unit test-integration broker-start broker-stop lint clean
+.PHONY: install demo test test-unit test-integration soak broker-start broker-stop lint clean
 
 install:
 	scripts/bootstrap.sh
@@ -15,6 +15,11 @@ test-unit: install
 
 test-integration: install
 	.venv/bin/python -m pytest -q tests/integration
+
+# kill -9 / restart cycles for MINUTES minutes; prints events in, outputs, duplicates, losses
+MINUTES ?= 10
+soak: install
+	.venv/bin/python -m tests.soak --minutes $(MINUTES)
 
 broker-start: install
 	.venv/bin/weir broker start

@@ -37,7 +37,7 @@ orders_topic = app.topic(settings.orders_topic, key_type=bytes, value_type=bytes
                          key_serializer="raw", value_serializer="raw")
 partials_topic = app.topic(settings.topic_name("orders-partials"), partitions=1,
                            key_serializer="raw", value_serializer="json")
-sink = Sink(app)
+sink = Sink(app, PIPELINE)
 limits = settings.input_limits
 locks = PartitionLocks()
 
@@ -99,7 +99,7 @@ async def _process_orders(partition: int, events: Sequence[EventT]) -> None:
             await send_dead_letter(out, settings.dead_letters_topic, PIPELINE,
                                    future_timestamp(item.ts_ms, settings.max_future_skew_ms),
                                    item.source, settings.max_event_bytes)
-        out.consumed(anchor.message.tp, next_offset)
+        out.consumed(anchor.message.tp, next_offset, events=len(events))
 
 
 async def publish_totals(view: MergedView, result: MergeResult, out: Sender) -> None:

@@ -22,7 +22,8 @@ from faust.types import TP, EventT
 from app.clock import wall_clock_ms
 from app.faust_app import app, partition_log, settings
 from app.models import BadEvent, PageviewMetrics, UserSession, decode_pageview
-from app.sinks import Sender, Sink, future_timestamp, send_dead_letter, send_late_event
+from app.sinks import (Sender, Sink, count_emitted, future_timestamp, send_dead_letter,
+                       send_late_event)
 from app.topics import register_merge_topic, register_table
 from app.partition_log import PartitionLocks
 from app.windowed import (MergedView, ViewMerger, batch_gate, check_watches,
@@ -44,7 +45,7 @@ pageviews_topic = app.topic(settings.pageviews_topic, key_type=bytes, value_type
                             key_serializer="raw", value_serializer="raw")
 partials_topic = app.topic(settings.topic_name("pageviews-partials"), partitions=1,
                            key_serializer="raw", value_serializer="json")
-sink = Sink(app)
+sink = Sink(app, PIPELINE)
 limits = settings.input_limits
 locks = PartitionLocks()
 
@@ -139,7 +140,7 @@ async def _process_pageviews(partition: int, events: Sequence[EventT]) -> None:
         seen.flush(partition)
         await seen_store.flush_changelog(out)
         await publish_sessions(out, closed)
-        out.consumed(anchor.message.tp, next_offset)
+        out.consumed(anchor.message.tp, next_offset, events=len(events))
 
 
 async def publish_sessions(out: Sender, closed: SessionBatchResult) -> None:
@@ -157,6 +158,7 @@ async def publish_sessions(out: Sender, closed: SessionBatchResult) -> None:
             referrer=None, userId=None, revision=r.revision, retracted=True).asdict())
     for late in closed.late:
         await send_late_event(out, settings.late_events_topic, PIPELINE, SESSIONS_VIEW, late)
+    count_emitted(out, PIPELINE, SESSIONS_VIEW, [s.revision for s in closed.emitted])
 
 
 def metrics_record(view_name: str, start_ms: int, end_ms: int, acc: Any,

@@ -283,7 +283,7 @@ def _configured_ports(home: Path) -> tuple[int, int] | None:
         text = _props_file(home).read_text()
     except OSError:
         return None
-    found = dict(re.findall(r"(PLAINTEXT|CONTROLLER)://[^:,]+:(\d+)", text))
+    found = dict(re.findall(r"(?<![A-Z_])(PLAINTEXT|CONTROLLER)://[^:,]+:(\d+)", text))
     if "PLAINTEXT" not in found or "CONTROLLER" not in found:
         return None
     return int(found["PLAINTEXT"]), int(found["CONTROLLER"])
@@ -299,8 +299,27 @@ def _java_cmd(home: Path, main: str, *args: str) -> list[str]:
 # ---------------------------------------------------------------- config
 
 
-def _write_properties(home: Path, port: int, controller_port: int) -> Path:
-    """Write ``<home>/server.properties`` for a combined broker+controller node."""
+def _sasl_properties(port: int, users: dict[str, str]) -> dict[str, str]:
+    """A SASL_PLAINTEXT listener on ``port`` accepting PLAIN logins of ``users`` (name: password)."""
+    logins = " ".join(f'user_{name}="{password}"' for name, password in users.items())
+    return {
+        "sasl.enabled.mechanisms": "PLAIN",
+        "listener.name.sasl_plaintext.plain.sasl.jaas.config":
+            f"org.apache.kafka.common.security.plain.PlainLoginModule required {logins};",
+    }
+
+
+def _ssl_properties(keystore_pem: Path) -> dict[str, str]:
+    """The SSL listener's key and certificate chain from one PEM file (PKCS#8 key, no password)."""
+    return {"listener.name.ssl.ssl.keystore.type": "PEM",
+            "listener.name.ssl.ssl.keystore.location": str(keystore_pem)}
+
+
+def _write_properties(home: Path, port: int, controller_port: int,
+                      sasl_port: int | None = None, sasl_users: dict[str, str] | None = None,
+                      ssl_port: int | None = None, ssl_keystore_pem: Path | None = None) -> Path:
+    """Write ``<home>/server.properties`` for a combined broker+controller node (with a
+    SASL_PLAINTEXT listener on ``sasl_port`` and an SSL one on ``ssl_port`` when given)."""
     props = {
         "node.id": "1",
         "process.roles": "broker,controller",
@@ -326,6 +345,16 @@ def _write_properties(home: Path, port: int, controller_port: int) -> Path:
         # retriable NotEnoughReplicas, adding ~100 ms to every transactional send.
         "transaction.partition.verification.enable": "false",
     }
+    if sasl_port is not None:
+        props["listeners"] += f",SASL_PLAINTEXT://{HOST}:{sasl_port}"
+        props["advertised.listeners"] += f",SASL_PLAINTEXT://{HOST}:{sasl_port}"
+        props["listener.security.protocol.map"] += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
+        props.update(_sasl_properties(sasl_port, sasl_users or {}))
+    if ssl_port is not None and ssl_keystore_pem is not None:
+        props["listeners"] += f",SSL://{HOST}:{ssl_port}"
+        props["advertised.listeners"] += f",SSL://{HOST}:{ssl_port}"
+        props["listener.security.protocol.map"] += ",SSL:SSL"
+        props.update(_ssl_properties(ssl_keystore_pem))
     path = _props_file(home)
     path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
     return path
@@ -351,8 +380,15 @@ def _format_storage(home: Path) -> None:
 # ---------------------------------------------------------------- public API
 
 
-def start(home: Path, port: int = 9092, controller_port: int = 9093, wait_s: float = 60) -> int:
+def start(home: Path, port: int = 9092, controller_port: int = 9093, wait_s: float = 60,
+          sasl_port: int | None = None, sasl_users: dict[str, str] | None = None,
+          ssl_port: int | None = None, ssl_keystore_pem: Path | None = None) -> int:
     """Start the broker for ``home`` (fetching jars if needed); return its pid.
+
+    With ``sasl_port``, the broker also listens there with SASL_PLAINTEXT and
+    accepts PLAIN logins of ``sasl_users`` (name -> password); with ``ssl_port``,
+    with TLS, presenting the key and certificates of ``ssl_keystore_pem``. Tests
+    use them.
 
     Reuses a healthy broker already running from this home. Raises BrokerError
     when a port is taken by something else or the broker does not become
@@ -362,7 +398,12 @@ def start(home: Path, port: int = 9092, controller_port: int = 9093, wait_s: flo
     pid = running_pid(home)
     if pid is not None:
         return _reuse(home, pid, port, controller_port, wait_s)
-    for value, name in ((port, "port"), (controller_port, "controller_port")):
+    wanted = [(port, "port"), (controller_port, "controller_port")]
+    if sasl_port is not None:
+        wanted.append((sasl_port, "sasl_port"))
+    if ssl_port is not None:
+        wanted.append((ssl_port, "ssl_port"))
+    for value, name in wanted:
         if not _port_free(value):
             raise BrokerError(
                 f"{name}={value} on {HOST} is already in use by another process; "
@@ -371,7 +412,8 @@ def start(home: Path, port: int = 9092, controller_port: int = 9093, wait_s: flo
     ensure_jars(home)
     check_tools(need_maven=False)
     (_data(home) / "logs").mkdir(parents=True, exist_ok=True)
-    _write_properties(home, port, controller_port)
+    _write_properties(home, port, controller_port, sasl_port, sasl_users, ssl_port,
+                      ssl_keystore_pem)
     _format_storage(home)
     pid = _spawn(home)
     _wait_ready(home, pid, port, wait_s)

@@ -25,7 +25,8 @@ def _register_commands(app, conf) -> None:
 
     from app import broker as local_broker
     from app.generator import OrderStream, PageviewStream, produce
-    from app.settings import markdown_table
+    from app.kafka_auth import client_options
+    from app.settings import changed_settings_table, markdown_table
     from app.topics import provision
 
     home = Path(conf.home)
@@ -83,8 +84,28 @@ def _register_commands(app, conf) -> None:
                       step_ms=step, disorder_ms=disorder_ms, late_fraction=late_fraction,
                       malformed_fraction=malformed_fraction)
         await provision(conf)
-        sent = await produce(conf.kafka_servers, topic, stream, rate=rate)
+        sent = await produce(conf.kafka_servers, topic, stream, rate=rate,
+                             client_options=client_options(conf))
         self.say(f"sent {sent} {kind} to {topic}")
+
+    @app.command(
+        option("--events", type=int, default=1_000_000, help="orders to produce"),
+        option("--partitions", type=int, default=8, help="partitions of the input topic"),
+        option("--subjects", type=str, default="weir,quix,ceiling",
+               help="comma-separated: weir, quix, ceiling"),
+        option("--json", "json_path", type=str, default="bench-results.json",
+               help="where to write the results ('' for nowhere)"),
+    )
+    async def bench(self, events: int, partitions: int, subjects: str, json_path: str) -> None:
+        """Measure Weir's order windows against Quix Streams and a bare consume loop."""
+        from app import bench as benchmark
+
+        if conf.uses_local_broker:
+            local_broker.ensure_jars(home, progress=self.say)
+            local_broker.start(home, conf.broker_port, conf.broker_controller_port)
+        await benchmark.run(conf.kafka_servers, events, partitions,
+                            [s.strip() for s in subjects.split(",") if s.strip()],
+                            Path(json_path) if json_path else None, say=self.say)
 
     @app.command(
         option("--max-seconds", type=float, default=0.0, help="stop after this long (0: never)"),
@@ -96,7 +117,8 @@ def _register_commands(app, conf) -> None:
         wanted = [conf.order_metrics_topic, conf.pageview_metrics_topic, conf.user_sessions_topic,
                   conf.late_events_topic, conf.dead_letters_topic]
         consumer = AIOKafkaConsumer(*wanted, bootstrap_servers=conf.kafka_servers,
-                                    isolation_level="read_committed", auto_offset_reset="latest")
+                                    isolation_level="read_committed", auto_offset_reset="latest",
+                                    **client_options(conf))
         await consumer.start()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max_seconds if max_seconds else None
@@ -145,8 +167,12 @@ def _register_commands(app, conf) -> None:
 
     @app.command()
     async def settings(self) -> None:
-        """Print every setting: environment variable, default, meaning."""
+        """Print every setting: environment variable, default, meaning (then the values this
+        environment changes, secrets masked)."""
         self.say(markdown_table())
+        changed = changed_settings_table(conf)
+        if changed:
+            self.say("\n" + changed)
 
 
 def _clock(ms: int) -> str:

@@ -9,7 +9,7 @@ worker reports the lag of the whole group.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -33,18 +33,20 @@ def lag_by_topic(ends: Dict[TopicPartition, int], starts: Dict[TopicPartition, i
 class LagProbe:
     """Measures the lag of ``group_id`` on ``topics`` (those that exist)."""
 
-    def __init__(self, servers: str, group_id: str, topics: List[str]) -> None:
+    def __init__(self, servers: str, group_id: str, topics: List[str],
+                 client_options: Optional[Dict[str, Any]] = None) -> None:
         self.servers = servers
+        self.client_options = client_options or {}  # TLS/SASL (app.kafka_auth)
         self.group_id = group_id
         self.topics = topics
         self._admin: Optional[AIOKafkaAdminClient] = None
         self._consumer: Optional[AIOKafkaConsumer] = None
 
     async def start(self) -> None:
-        self._admin = AIOKafkaAdminClient(bootstrap_servers=self.servers)
+        self._admin = AIOKafkaAdminClient(bootstrap_servers=self.servers, **self.client_options)
         await self._admin.start()
         self._consumer = AIOKafkaConsumer(bootstrap_servers=self.servers, group_id=None,
-                                          enable_auto_commit=False)
+                                          enable_auto_commit=False, **self.client_options)
         await self._consumer.start()
 
     async def stop(self) -> None:

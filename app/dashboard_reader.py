@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -72,10 +72,12 @@ def apply_record(state: DashboardState, kind: str, value: Optional[bytes],
 class OutputReader:
     """Assigns all partitions of the output topics and folds their records into the state."""
 
-    def __init__(self, servers: str, topics: Dict[str, str], state: DashboardState) -> None:
+    def __init__(self, servers: str, topics: Dict[str, str], state: DashboardState,
+                 client_options: Optional[Dict[str, Any]] = None) -> None:
         self.servers = servers
         self.topics = topics
         self.state = state
+        self.client_options = client_options or {}  # TLS/SASL (app.kafka_auth)
         self._consumer: Optional[AIOKafkaConsumer] = None
         self._assigned: List[TopicPartition] = []
         #: next offset per partition, kept across a restart of the consumer (after a broker
@@ -85,7 +87,7 @@ class OutputReader:
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.servers, group_id=None, enable_auto_commit=False,
-            isolation_level="read_committed", auto_offset_reset="latest")
+            isolation_level="read_committed", auto_offset_reset="latest", **self.client_options)
         await self._consumer.start()
 
     async def stop(self) -> None:

@@ -16,6 +16,7 @@ from mode import Service
 from app.consumer_lag import LagProbe
 from app.dashboard import DashboardState
 from app.dashboard_reader import OutputReader, output_topics
+from app.kafka_auth import client_options
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -30,9 +31,10 @@ class DashboardService(Service):
         self.settings = settings
         self.feed = state
         self.stopping = asyncio.Event()
-        self.reader = OutputReader(settings.kafka_servers, output_topics(settings), state)
+        options = client_options(settings)
+        self.reader = OutputReader(settings.kafka_servers, output_topics(settings), state, options)
         self.lag = LagProbe(settings.kafka_servers, settings.app_id,
-                            [settings.orders_topic, settings.pageviews_topic])
+                            [settings.orders_topic, settings.pageviews_topic], options)
         super().__init__(**kwargs)
 
     async def on_stop(self) -> None:

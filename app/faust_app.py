@@ -12,6 +12,8 @@ import sys
 
 import faust
 
+from app import monitoring
+from app.kafka_auth import broker_credentials, client_options
 from app.partition_log import PartitionLog
 from app.settings import Settings
 from app.topics import provision
@@ -23,7 +25,7 @@ settings = Settings.from_env()
 #: re-reads partitions whose batches Faust delivered with holes or out of order
 partition_log = PartitionLog(settings.kafka_servers, "read_committed"
                              if settings.processing_guarantee == "exactly_once"
-                             else "read_uncommitted")
+                             else "read_uncommitted", client_options=client_options(settings))
 
 
 class WeirApp(faust.App):
@@ -74,6 +76,7 @@ class WeirApp(faust.App):
 app = WeirApp(
     settings.app_id,
     broker=settings.faust_broker_url,
+    broker_credentials=broker_credentials(settings),
     store="rocksdb://",
     datadir=settings.data_dir,
     autodiscover=["agents"],
@@ -90,6 +93,7 @@ app = WeirApp(
     web_port=settings.web_port,
     web_tables_enabled=settings.web_tables_enabled == "true",
 )
+monitoring.install(app, settings)
 
 if settings.dashboard_enabled == "true":
     from app.web import install as install_dashboard

@@ -15,7 +15,7 @@ import random
 import sys
 import time
 from dataclasses import dataclass
-from typing import Iterator, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, Optional, Tuple, Union
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -181,10 +181,12 @@ async def produce(
     rate: float = 0.0,
     partition: Optional[int] = None,
     progress: bool = True,
+    client_options: Optional[Dict[str, Any]] = None,
 ) -> int:
     """Send the stream to ``topic`` at ``rate`` events/s (0: as fast as possible)."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=servers, acks="all", enable_idempotence=True, linger_ms=5
+        bootstrap_servers=servers, acks="all", enable_idempotence=True, linger_ms=5,
+        **(client_options or {}),
     )
     await producer.start()
     label = "orders" if isinstance(stream, OrderStream) else "pageviews"

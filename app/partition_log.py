@@ -55,8 +55,10 @@ class LogEvent:
 class PartitionLog:
     """Reads partitions back from the broker when Faust's stream has holes or disorder."""
 
-    def __init__(self, servers: str, isolation_level: str, timeout_s: float = 60.0) -> None:
+    def __init__(self, servers: str, isolation_level: str, timeout_s: float = 60.0,
+                 client_options: Optional[Dict[str, Any]] = None) -> None:
         self.servers = servers
+        self.client_options = client_options or {}
         self.isolation_level = isolation_level
         self.timeout_s = timeout_s
         self._consumer: Optional[AIOKafkaConsumer] = None
@@ -118,7 +120,8 @@ class PartitionLog:
         if self._consumer is None:
             self._consumer = AIOKafkaConsumer(
                 bootstrap_servers=self.servers, group_id=None, enable_auto_commit=False,
-                isolation_level=self.isolation_level, auto_offset_reset="earliest")
+                isolation_level=self.isolation_level, auto_offset_reset="earliest",
+                **self.client_options)
             await self._consumer.start()
         return self._consumer
 
@@ -153,7 +156,8 @@ class StallWatch:
                  next_offset: Callable[[int], int],
                  process: Callable[[int, Sequence[Any]], Awaitable[None]],
                  decode: Callable[[Optional[bytes]], Any] = lambda raw: raw,
-                 stall_s: float = 5.0) -> None:
+                 stall_s: float = 5.0,
+                 report_lag: Callable[[Dict[int, int]], None] = lambda lags: None) -> None:
         self.app = app
         self.topic = topic
         self.partition_log = partition_log
@@ -161,6 +165,7 @@ class StallWatch:
         self.process = process
         self.decode = decode
         self.stall_s = stall_s
+        self.report_lag = report_lag  # partition -> records behind the log end, every check
         self._seen: Dict[int, Tuple[int, float]] = {}  # partition -> (next offset, since when)
         self._clean: Dict[int, int] = {}  # partition -> a log end with no records past the state
 
@@ -175,8 +180,10 @@ class StallWatch:
         partitions = sorted(tp.partition for tp in self.app.consumer.assignment()
                             if tp.topic == self.topic and not assignor.is_standby(tp))
         if not partitions:
+            self.report_lag({})
             return
         ends = await self.partition_log.end_offsets(self.topic, partitions)
+        self.report_lag({p: self._lag(p, ends[p]) for p in partitions})
         now = asyncio.get_running_loop().time()
         for partition in partitions:
             nxt, end = self.next_offset(partition), ends[partition]
@@ -196,3 +203,10 @@ class StallWatch:
                         now - seen[1], nxt, end, len(events))
             await self.process(partition, events)
             self._seen[partition] = (self.next_offset(partition), now)
+
+    def _lag(self, partition: int, end: int) -> int:
+        """Records between the state's next offset and the log end (0 when only transaction
+        markers or aborted records are left)."""
+        if self._clean.get(partition) == end:
+            return 0
+        return max(0, end - self.next_offset(partition))

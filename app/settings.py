@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Dict, Mapping, Optional
 
 from tables.errors import ConfigError
@@ -20,6 +20,7 @@ class Spec:
     default: str
     parse: Callable[[str], Any]
     doc: str
+    secret: bool = False  # never printed or logged: shown masked
 
 
 def _int(low: Optional[int] = None, high: Optional[int] = None) -> Callable[[str], int]:
@@ -45,6 +46,23 @@ def _choice(*options: str) -> Callable[[str], str]:
 
 def _text(text: str) -> str:
     return text.strip()
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value not in ("true", "false"):
+        raise ValueError("must be true or false")
+    return value == "true"
+
+
+def _existing_file(text: str) -> str:
+    path = text.strip()
+    if path and not os.path.isfile(path):
+        raise ValueError(f"no such file: {path}")
+    return path
+
+
+MASK = "******"
 
 
 SPECS: Dict[str, Spec] = {
@@ -205,6 +223,47 @@ SPECS: Dict[str, Spec] = {
         "WEIR_WEB_TABLES_ENABLED", "false", _choice("true", "false"),
         "Expose Faust's raw /table/ routes (off: they dump state).",
     ),
+    "metrics_interval_ms": Spec(
+        "WEIR_METRICS_INTERVAL_MS", "2000", _int(100),
+        "How often a worker samples consumer lag (log end minus the next offset to "
+        "process), table keys and state size for /metrics, ms (>= 100).",
+    ),
+    "kafka_security_protocol": Spec(
+        "WEIR_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT",
+        _choice("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+        "Security protocol of every Kafka client of the worker and the CLI: PLAINTEXT, SSL, "
+        "SASL_PLAINTEXT or SASL_SSL.",
+    ),
+    "kafka_sasl_mechanism": Spec(
+        "WEIR_KAFKA_SASL_MECHANISM", "PLAIN", _choice("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
+        "SASL mechanism (with a SASL_* protocol): PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.",
+    ),
+    "kafka_sasl_username": Spec(
+        "WEIR_KAFKA_SASL_USERNAME", "", _text,
+        "SASL user name (required with a SASL_* protocol).",
+    ),
+    "kafka_sasl_password": Spec(
+        "WEIR_KAFKA_SASL_PASSWORD", "", lambda text: text,
+        "SASL password (required with a SASL_* protocol); never printed or logged.",
+        secret=True,
+    ),
+    "kafka_ssl_cafile": Spec(
+        "WEIR_KAFKA_SSL_CAFILE", "", _existing_file,
+        "PEM file of the CA that signed the brokers' certificates (SSL, SASL_SSL); "
+        "empty: the system's trusted CAs.",
+    ),
+    "kafka_ssl_certfile": Spec(
+        "WEIR_KAFKA_SSL_CERTFILE", "", _existing_file,
+        "PEM client certificate for mutual TLS (SSL, SASL_SSL); empty: none.",
+    ),
+    "kafka_ssl_keyfile": Spec(
+        "WEIR_KAFKA_SSL_KEYFILE", "", _existing_file,
+        "PEM private key of WEIR_KAFKA_SSL_CERTFILE; empty: the key is in the certificate file.",
+    ),
+    "kafka_ssl_check_hostname": Spec(
+        "WEIR_KAFKA_SSL_CHECK_HOSTNAME", "true", _bool,
+        "Check that the broker's certificate names its host (SSL, SASL_SSL).",
+    ),
     "dashboard_enabled": Spec(
         "WEIR_DASHBOARD_ENABLED", "true", _choice("true", "false"),
         "Serve the live dashboard at /dashboard on the worker's web server (it reads the "
@@ -270,6 +329,15 @@ class Settings:
     web_host: str
     web_port: int
     web_tables_enabled: str
+    metrics_interval_ms: int
+    kafka_security_protocol: str
+    kafka_sasl_mechanism: str
+    kafka_sasl_username: str
+    kafka_sasl_password: str = field(repr=False)
+    kafka_ssl_cafile: str
+    kafka_ssl_certfile: str
+    kafka_ssl_keyfile: str
+    kafka_ssl_check_hostname: bool
     dashboard_enabled: str
     dashboard_history_ms: int
     dashboard_push_interval_ms: int
@@ -283,11 +351,13 @@ class Settings:
             try:
                 values[name] = spec.parse(text)
             except ValueError as exc:
-                raise ConfigError(f"{spec.env}={text!r} is invalid: {exc}") from None
+                shown = MASK if spec.secret else repr(text)
+                raise ConfigError(f"{spec.env}={shown} is invalid: {exc}") from None
         if values["pageview_hop_advance_ms"] > values["pageview_hop_size_ms"]:
             raise ConfigError(
                 f"WEIR_PAGEVIEW_HOP_ADVANCE_MS={values['pageview_hop_advance_ms']} must not "
                 f"exceed WEIR_PAGEVIEW_HOP_SIZE_MS={values['pageview_hop_size_ms']}")
+        _check_kafka_security(values)
         return cls(**values)
 
     @property
@@ -312,6 +382,37 @@ class Settings:
     @property
     def faust_broker_url(self) -> str:
         return ";".join(f"kafka://{s.strip()}" for s in self.kafka_servers.split(","))
+
+
+def _check_kafka_security(values: Dict[str, Any]) -> None:
+    protocol = values["kafka_security_protocol"]
+    if protocol.startswith("SASL_"):
+        for name in ("kafka_sasl_username", "kafka_sasl_password"):
+            if not values[name]:
+                raise ConfigError(f"{SPECS[name].env} is required with "
+                                  f"WEIR_KAFKA_SECURITY_PROTOCOL={protocol}")
+    if values["kafka_ssl_keyfile"] and not values["kafka_ssl_certfile"]:
+        raise ConfigError("WEIR_KAFKA_SSL_KEYFILE is set but WEIR_KAFKA_SSL_CERTFILE is not")
+
+
+def shown_value(name: str, value: Any) -> str:
+    """A setting's value as it may be printed: secrets masked."""
+    if SPECS[name].secret and value:
+        return MASK
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def changed_settings_table(settings: "Settings") -> str:
+    """The settings whose value differs from the default, as Markdown; secrets masked."""
+    rows = []
+    for f in fields(Settings):
+        spec = SPECS[f.name]
+        value = getattr(settings, f.name)
+        if value != spec.parse(spec.default):
+            rows.append(f"| `{spec.env}` | {shown_value(f.name, value)} |")
+    if not rows:
+        return ""
+    return "\n".join(["| Variable | Value in this environment |", "|---|---|", *rows])
 
 
 def markdown_table() -> str:

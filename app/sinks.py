@@ -16,17 +16,23 @@ changelog record of the batch is sent with that partition's producer. A
 batch's outputs and its state (including the next source offset, see
 `tables.state`) therefore commit or abort together, and a replay after a
 crash is recognised by its offsets and skipped.
+
+The sinks also count what a batch did (`app.metrics`): events consumed, late
+events, dead letters, transactions; the counters move only once the batch has
+committed, so they count every offset once.
 """
 
 from __future__ import annotations
 
+import time
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Callable, Dict, List, Optional
+from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Sequence
 
 import orjson
 from aiokafka import TopicPartition
 from faust.types import TP, AppT, EventT
 
+from app import metrics
 from app.models import BadEvent, LateEvent, dead_letter
 from tables.engine import LateItem
 from tables.errors import WeirError
@@ -35,11 +41,14 @@ from tables.errors import WeirError
 class Sender:
     """Sends the outputs of one batch (or timer tick) of one source partition."""
 
-    def __init__(self, producer: Any, transactional: bool, consumer: Any = None) -> None:
+    def __init__(self, producer: Any, transactional: bool, consumer: Any = None,
+                 pipeline: str = "") -> None:
         self._producer = producer
         self.transactional = transactional
         self._consumer = consumer
+        self.pipeline = pipeline
         self.offsets: Dict[TopicPartition, int] = {}
+        self.events_processed = 0
         self._after_commit: List[Callable[[], None]] = []
 
     async def send(self, topic: str, key: Optional[bytes], value: Any,
@@ -50,19 +59,28 @@ class Sender:
         else:
             await self._producer.send(topic, key, data, partition, None, None)
 
-    def consumed(self, source: TP, next_offset: int) -> None:
-        """The batch consumed ``source`` up to ``next_offset``: commit that with it."""
-        self.offsets[TopicPartition(source.topic, source.partition)] = next_offset
+    def consumed(self, source: TP, next_offset: int, events: int = 0) -> None:
+        """The batch consumed ``source`` up to ``next_offset``: commit that with it.
 
-    def after_commit(self, apply: Callable[[], None]) -> None:
-        """Run ``apply`` (local state writes) once the batch is committed."""
-        self._after_commit.append(apply)
+        ``events``: how many input records of ``source`` the batch processed (each
+        offset once), counted in ``weir_events_consumed_total`` once it commits.
+        """
+        self.offsets[TopicPartition(source.topic, source.partition)] = next_offset
+        if events:
+            self.events_processed += events
+            self.after_commit(metrics.EVENTS_CONSUMED.labels(
+                self.pipeline, source.topic, str(source.partition)).inc, events)
+
+    def after_commit(self, apply: Callable[..., None], *args: Any) -> None:
+        """Run ``apply(*args)`` (local state writes, metrics) once the batch is committed."""
+        self._after_commit.append(apply if not args else lambda: apply(*args))
 
     async def _commit(self, group_id: str) -> None:
         if self.transactional:
             if self.offsets:
                 await self._producer.send_offsets_to_transaction(self.offsets, group_id)
             await self._producer.commit_transaction()
+            metrics.TRANSACTION_COMMITS.labels(self.pipeline).inc()
             await self._producer.begin_transaction()
         else:  # at least once: outputs and changelog delivered before local state moves on
             await self._producer.flush()
@@ -75,14 +93,16 @@ class Sender:
     async def _abort(self) -> None:
         if self.transactional:
             await self._producer.abort_transaction()
+            metrics.TRANSACTION_ABORTS.labels(self.pipeline).inc()
             await self._producer.begin_transaction()
 
 
 class Sink:
     """Opens a `Sender` in the transaction of a source partition; one transaction a batch."""
 
-    def __init__(self, app: AppT) -> None:
+    def __init__(self, app: AppT, pipeline: str = "") -> None:
         self.app = app
+        self.pipeline = pipeline  # the label of this sink's metrics
 
     def transactional_id(self, source: TP) -> str:
         """Faust's transactional id of a consumed partition."""
@@ -97,10 +117,13 @@ class Sink:
         only after the commit, so local state never runs ahead of Kafka.
         """
         producer = self.app.producer
+        started = time.monotonic()
         if not self.app.in_transaction:
-            out = Sender(producer, transactional=False, consumer=self.app.consumer)
+            out = Sender(producer, transactional=False, consumer=self.app.consumer,
+                         pipeline=self.pipeline)
             yield out
             await out._commit(self.app.conf.id)
+            self._observe(out, started)
             return
         tid = self.transactional_id(source)
         txn_producer = producer._transaction_producers.get(tid)
@@ -108,13 +131,18 @@ class Sink:
             raise WeirError(f"no transaction for {source.topic}[{source.partition}] ({tid}): "
                             "is the partition still assigned to this worker?")
         async with producer._trn_locks[tid]:  # Faust's own commit of this partition waits
-            out = Sender(txn_producer, transactional=True)
+            out = Sender(txn_producer, transactional=True, pipeline=self.pipeline)
             try:
                 yield out
             except BaseException:
                 await out._abort()
                 raise
             await out._commit(self.app.conf.id)
+        self._observe(out, started)
+
+    def _observe(self, out: Sender, started: float) -> None:
+        if out.events_processed:  # a batch of input, not a timer tick or a merge
+            metrics.BATCH_PROCESSING.labels(self.pipeline).observe(time.monotonic() - started)
 
 
 async def send_dead_letter(out: Sender, topic: str, pipeline: str, exc: BadEvent,
@@ -123,6 +151,7 @@ async def send_dead_letter(out: Sender, topic: str, pipeline: str, exc: BadEvent
     record = dead_letter(pipeline, exc, event.value, msg.topic, msg.partition, msg.offset,
                          max_raw_bytes)
     await out.send(topic, msg.key, record.asdict())
+    out.after_commit(metrics.DEAD_LETTERS.labels(pipeline, exc.reason).inc)
 
 
 async def send_late_event(out: Sender, topic: str, pipeline: str, view: str,
@@ -146,6 +175,16 @@ async def send_late_event(out: Sender, topic: str, pipeline: str, view: str,
             sourceOffset=msg.offset,
         ).asdict(),
     )
+    out.after_commit(metrics.LATE_EVENTS.labels(pipeline, view).inc)
+
+
+def count_emitted(out: Sender, pipeline: str, view: str, revisions: Sequence[int]) -> None:
+    """Count window (or session) results of ``view`` sent in this batch, by revision."""
+    if revisions:
+        out.after_commit(metrics.WINDOWS_EMITTED.labels(pipeline, view).inc, len(revisions))
+        again = sum(1 for r in revisions if r > 0)
+        if again:
+            out.after_commit(metrics.WINDOW_REVISIONS.labels(pipeline, view).inc, again)
 
 
 def future_timestamp(ts_ms: int, horizon_skew_ms: int) -> BadEvent:

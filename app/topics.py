@@ -13,6 +13,7 @@ from typing import Dict, List, Tuple
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from app.kafka_auth import client_options
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,8 @@ def wanted_topics(settings: Settings) -> Dict[str, Tuple[int, Dict[str, str]]]:
 
 async def provision(settings: Settings) -> List[str]:
     """Create the missing topics; return the names created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_servers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_servers,
+                                **client_options(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -17,11 +17,12 @@ from typing import Any, Awaitable, Callable, Dict, List, Sequence
 import orjson
 from faust.types import TP, EventT
 
+from app import monitoring
 from app.clock import wall_clock_ms
 from app.partition_log import PartitionLog, StallWatch
 from app.partitions import split_by_partition
 from app.settings import Settings
-from app.sinks import Sender, Sink
+from app.sinks import Sender, Sink, count_emitted
 from app.topics import register_table
 from tables.aggregators import Aggregator
 from tables.engine import BatchResult, FixedWindow, Item, WindowEngine
@@ -58,6 +59,7 @@ class MergedView:
                                   window.allowed_lateness_ms,
                                   settings.idle_timeout_ms + MERGE_IDLE_GRACE_MS,
                                   self.merge_store)
+        monitoring.watch_engine(sink.pipeline, name, self.engine)
 
     def process(self, partition: int, items: Sequence[Item[EventT]], anchor: EventT,
                 next_offset: int) -> BatchResult:
@@ -110,10 +112,13 @@ def stall_watches(app: Any, topic: str, next_offset: Callable[[int], int],
                   merger: "ViewMerger") -> List[StallWatch]:
     """Watches over a pipeline's input topic and its partials topic."""
     log_reader = merger.partition_log
+    pipeline = merger.sink.pipeline
     return [
-        StallWatch(app, topic, log_reader, next_offset, process),
+        StallWatch(app, topic, log_reader, next_offset, process,
+                   report_lag=monitoring.lag_reporter(pipeline, topic)),
         StallWatch(app, merger.source.topic, log_reader, lambda p: merger.resume_offset(),
-                   lambda p, events: merger.merge(events), orjson.loads),
+                   lambda p, events: merger.merge(events), orjson.loads,
+                   report_lag=monitoring.lag_reporter(pipeline, merger.source.topic)),
     ]
 
 
@@ -196,6 +201,7 @@ class ViewMerger:
                 view.merger.save()
                 await view.merge_store.flush_changelog(out)
                 await self.on_merged(view, results[view.name], out)
+                self._count(out, view, results[view.name])
             out.consumed(anchor.message.tp, events[-1].message.offset + 1)
 
     async def tick(self, now_ms: int) -> None:
@@ -210,6 +216,10 @@ class ViewMerger:
                     view.merger.save()
                     await view.merge_store.flush_changelog(out)
                     await self.on_merged(view, result, out)
+                    self._count(out, view, result)
+
+    def _count(self, out: Sender, view: MergedView, result: MergeResult) -> None:
+        count_emitted(out, self.sink.pipeline, view.name, [w.revision for w in result.emitted])
 
     def forget(self) -> None:
         for view in self.views.values():

@@ -55,6 +55,11 @@ def kafka_servers(kafka_broker):
 @pytest.fixture
 def pipeline_env(kafka_servers, tmp_path):
     """Environment of a worker with its own app id and topics, so tests never share state."""
+    return worker_environment(kafka_servers, tmp_path / "worker-data")
+
+
+def worker_environment(kafka_servers: str, data_dir: Path) -> dict:
+    """A worker's settings with a fresh app id and topics, strict event time, fast batches."""
     suffix = uuid.uuid4().hex[:8]
     return {
         "KAFKA_BOOTSTRAP_SERVERS": kafka_servers,
@@ -67,7 +72,7 @@ def pipeline_env(kafka_servers, tmp_path):
         "WEIR_TOPIC_LATE_EVENTS": f"late-events-{suffix}",
         "WEIR_TOPIC_DEAD_LETTERS": f"dead-letters-{suffix}",
         "WEIR_INPUT_PARTITIONS": "4",
-        "WEIR_DATA_DIR": str(tmp_path / "worker-data"),
+        "WEIR_DATA_DIR": str(data_dir),
         "WEIR_BATCH_MAX_WAIT_MS": "50",
         "WEIR_IDLE_ADVANCE": "false",  # strict replay: only event time closes windows
         "WEIR_IDLE_TIMEOUT_MS": "120000",

@@ -99,10 +99,10 @@ class Worker:
         self.log_path = log_path
         self.program = program or [WEIR]  # or a wrapper of `weir`, e.g. with a fault injected
         self.proc: Optional[subprocess.Popen] = None
-        self.web_port: Optional[int] = None
+        self.web_port = 0
 
     def start(self) -> "Worker":
-        self.web_port = free_port()
+        self.web_port = self.web_port or free_port()  # kept across restarts, or set beforehand
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [*self.program, "worker", "-l", "info", "--web-port", str(self.web_port)],

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from collections import Counter
 
 import pytest
 
@@ -14,6 +15,7 @@ from tests.integration import test_pageviews_pipeline as pageviews
 from tests.integration.both_pipelines import assert_both_exact, read_both_pipelines, split_flush
 from tests.integration.hostile import HOSTILE_ORDERS, HOSTILE_PAGEVIEWS
 from tests.integration.kafka_tools import Worker, produce, wait_for
+from tests.integration.prometheus_tools import scrape
 
 pytestmark = pytest.mark.integration
 
@@ -51,6 +53,8 @@ async def test_every_hostile_payload_is_a_dead_letter_with_its_reason_and_change
         await produce(servers, env["WEIR_TOPIC_PAGEVIEWS"], view_input)
         outputs = await read_both_pipelines(env, len(order_input), len(view_input))
         worker.assert_running()
+        exported = Counter({(labels["pipeline"], labels["reason"]): int(value) for labels, value
+                            in scrape(worker.web_port).get("weir_dead_letters_total", [])})
     finally:
         worker.stop()
     assert_both_exact(outputs)  # windows, sessions, late events and dead letters
@@ -58,5 +62,6 @@ async def test_every_hostile_payload_is_a_dead_letter_with_its_reason_and_change
     reasons = {(d["pipeline"], d["reason"]) for d in dead}
     assert {("orders", r) for _, r in HOSTILE_ORDERS} <= reasons
     assert {("pageviews", r) for _, r in HOSTILE_PAGEVIEWS} <= reasons
+    assert exported == Counter((d["pipeline"], d["reason"]) for d in dead)  # /metrics counts
     big = [d for d in dead if d["reason"] == "too_large"]
     assert len(big) == 2 and all(d["rawTruncated"] and d["rawBytes"] > 1_000_000 for d in big)

@@ -1,0 +1,301 @@
+"""`weir bench`: Weir's order windows against Quix Streams and a bare consume loop.
+
+One run, one broker, one input: N orders over P partitions (event time 1 ms
+apart, so ``N / 60000`` windows of 60 s, and a last order per partition far
+ahead that closes them all). Each subject starts cold as its own process:
+
+- **weir**: ``weir worker`` (exactly-once, strict event time), global windows;
+- **quix**: Quix Streams, the same tumbling count/sum/avg, exactly-once, ``.final()``
+  (per-partition windows: Quix aggregates per key);
+- **ceiling**: aiokafka ``getmany`` + orjson + a dict: what Python can do at best.
+
+Throughput is events / seconds from the subject being ready (Weir: "Worker
+ready"; Quix: "now processing incoming messages"; the ceiling: its first record) to
+the moment the bench has read the last window (``read_committed``). Every
+window is checked against totals computed here from the input. Printed as a
+table with ratios; written as JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+WINDOW_MS = 60_000
+T0 = 1_700_000_040_000  # a window start
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Result:
+    subject: str
+    events: int
+    seconds: float
+    events_per_s: float
+    peak_rss_mb: Optional[float]
+    cpu_s: Optional[float]
+    windows: int
+    correct: bool
+    note: str = ""
+
+
+@dataclass
+class Expected:
+    global_windows: Dict[int, Tuple[int, float]] = field(default_factory=dict)
+    partition_windows: Dict[Tuple[int, int], Tuple[int, float]] = field(default_factory=dict)
+
+
+def order(i: int, partitions: int) -> Tuple[int, bytes, bytes]:
+    p = i % partitions
+    value = orjson.dumps({"orderId": f"b{i}", "userId": f"u{i % 1000}", "amount": (i % 500) + 0.5,
+                          "timestamp": T0 + i, "productId": f"p{i % 50}"})
+    return p, f"k{p}".encode(), value
+
+
+def expected_windows(events: int, partitions: int) -> Expected:
+    exp = Expected()
+    for i in range(events):
+        start = (T0 + i) // WINDOW_MS * WINDOW_MS
+        amount = (i % 500) + 0.5
+        for table, key in ((exp.global_windows, start),
+                           (exp.partition_windows, (i % partitions, start))):
+            n, s = table.get(key, (0, 0.0))
+            table[key] = (n + 1, s + amount)
+    return exp
+
+
+async def create_topic(servers: str, name: str, partitions: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        await admin.close()
+
+
+async def produce_orders(servers: str, topic: str, events: int, partitions: int,
+                         say: Callable[[str], None]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=servers, linger_ms=20,
+                                max_batch_size=512 * 1024, acks=1)
+    await producer.start()
+    started = time.monotonic()
+    try:
+        pending = []
+        for i in range(events):
+            p, key, value = order(i, partitions)
+            pending.append(await producer.send(topic, value, key=key, partition=p))
+            if len(pending) >= 20_000:
+                await asyncio.gather(*pending)
+                pending = []
+            if i and i % 200_000 == 0:
+                say(f"  produced {i:,} / {events:,}")
+        for p in range(partitions):  # closes every window: far ahead in event time
+            pending.append(await producer.send(topic, orjson.dumps({
+                "orderId": f"end-{p}", "userId": "u", "amount": 0.0,
+                "timestamp": T0 + events + 100 * WINDOW_MS, "productId": "p"}),
+                key=f"k{p}".encode(), partition=p))
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    say(f"  produced {events:,} orders in {time.monotonic() - started:.1f} s")
+
+
+class Process:
+    """A subject's process: its log, readiness, peak RSS and CPU time."""
+
+    def __init__(self, argv: List[str], env: Dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        with open(log_path, "wb") as log:
+            self.proc = subprocess.Popen(argv, env={**os.environ, **env}, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    async def wait_for_log(self, pattern: str, timeout_s: float) -> float:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if re.search(pattern, self.log_text()):
+                return time.time()
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.log_path.name}: exited:\n{self.log_text()[-3000:]}")
+            await asyncio.sleep(0.02)
+        raise RuntimeError(f"{self.log_path.name}: no {pattern!r} in {timeout_s:.0f} s")
+
+    def stats(self) -> Tuple[Optional[float], Optional[float]]:
+        """(peak RSS in MB, CPU seconds) of the process and its children so far."""
+        try:
+            status = Path(f"/proc/{self.proc.pid}/status").read_text()
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None, None
+        peak = int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
+        cpu = sum(int(x) for x in fields[11:15]) / CLK_TCK  # utime stime cutime cstime
+        return peak, cpu
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, 9)
+            self.proc.wait()
+
+
+async def read_windows(servers: str, topic: str, want: int, key_of: Callable[[dict], object],
+                       timeout_s: float) -> Tuple[float, Dict[object, dict]]:
+    """Read ``topic`` (read_committed) until ``want`` distinct windows; return the wall time
+    the last one arrived and the windows."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=servers, auto_offset_reset="earliest",
+                                isolation_level="read_committed", enable_auto_commit=False)
+    await consumer.start()
+    windows: Dict[object, dict] = {}
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(windows) < want:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {len(windows)} of {want} windows on {topic} "
+                                   f"after {timeout_s:.0f} s")
+            for records in (await consumer.getmany(timeout_ms=100)).values():
+                for r in records:
+                    m = orjson.loads(r.value)
+                    windows[key_of(m, r)] = m
+        return time.time(), windows
+    finally:
+        await consumer.stop()
+
+
+def matches(got: Dict, want: Dict) -> bool:
+    return set(got) == set(want) and all(
+        got[k]["totalOrders"] == n and abs(got[k]["totalRevenue"] - s) < 1e-6 * max(1.0, s)
+        for k, (n, s) in want.items())
+
+
+async def bench_weir(servers: str, topic: str, events: int, partitions: int, exp: Expected,
+                     work: Path, timeout_s: float) -> Result:
+    suffix = uuid.uuid4().hex[:6]
+    env = {"KAFKA_BOOTSTRAP_SERVERS": servers, "WEIR_APP_ID": f"weir-bench-{suffix}",
+           "WEIR_TOPIC_ORDERS": topic, "WEIR_TOPIC_ORDER_METRICS": f"bench-order-metrics-{suffix}",
+           "WEIR_TOPIC_PAGEVIEWS": f"bench-pageviews-{suffix}",
+           "WEIR_TOPIC_PAGEVIEW_METRICS": f"bench-pageview-metrics-{suffix}",
+           "WEIR_TOPIC_USER_SESSIONS": f"bench-user-sessions-{suffix}",
+           "WEIR_TOPIC_LATE_EVENTS": f"bench-late-{suffix}",
+           "WEIR_TOPIC_DEAD_LETTERS": f"bench-dead-{suffix}",
+           "WEIR_INPUT_PARTITIONS": str(partitions), "WEIR_IDLE_ADVANCE": "false",
+           "WEIR_DATA_DIR": str(work / "weir-data"), "WEIR_WEB_PORT": str(free_port())}
+    weir = os.path.join(os.path.dirname(sys.executable), "weir")
+    proc = Process([weir, "worker", "-l", "info"], env, work / "weir.log")
+    try:
+        ready = await proc.wait_for_log(r"Worker ready", 180)
+        done, windows = await read_windows(
+            servers, env["WEIR_TOPIC_ORDER_METRICS"], len(exp.global_windows),
+            lambda m, r: m["windowStart"], timeout_s)
+        peak, cpu = proc.stats()
+    finally:
+        proc.stop()
+    seconds = done - ready
+    return Result("weir", events, seconds, events / seconds, peak, cpu, len(windows),
+                  matches(windows, exp.global_windows), "exactly_once, merged across partitions")
+
+
+async def bench_quix(servers: str, topic: str, events: int, exp: Expected, work: Path,
+                     timeout_s: float) -> Result:
+    suffix = uuid.uuid4().hex[:6]
+    out = f"bench-quix-out-{suffix}"
+    await create_topic(servers, out, 1)
+    proc = Process([sys.executable, "-m", "app.bench_peers", "quix", servers, topic, out,
+                    f"quix-bench-{suffix}", str(WINDOW_MS), "10000", str(work / "quix-state")],
+                   {}, work / "quix.log")
+    try:
+        ready = await proc.wait_for_log(r"now processing incoming messages", 180)
+        done, windows = await read_windows(
+            servers, out, len(exp.partition_windows),
+            lambda m, r: (int(r.key.decode()[1:]), m["windowStart"]), timeout_s)
+        peak, cpu = proc.stats()
+    finally:
+        proc.stop()
+    seconds = done - ready
+    return Result("quix", events, seconds, events / seconds, peak, cpu, len(windows),
+                  matches(windows, exp.partition_windows),
+                  "exactly-once, per-partition windows (no merge)")
+
+
+async def bench_ceiling(servers: str, topic: str, events: int, work: Path) -> Result:
+    proc = Process([sys.executable, "-m", "app.bench_peers", "ceiling", servers, topic,
+                    str(events + 8)], {}, work / "ceiling.log")
+    try:
+        await asyncio.to_thread(proc.proc.wait, 600)
+    finally:
+        proc.stop()
+    found = re.search(r"ceiling: (\d+) events in ([\d.]+) s", proc.log_text())
+    if not found:
+        raise RuntimeError(f"ceiling failed:\n{proc.log_text()[-3000:]}")
+    seconds = float(found.group(2))
+    return Result("ceiling", events, seconds, events / seconds, None, None, 0, True,
+                  "no state, no transactions, no output")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def table(results: List[Result]) -> str:
+    by = {r.subject: r for r in results}
+    lines = ["| subject | events/s | seconds | peak RSS MB | CPU s | windows | correct | vs weir |",
+             "|---|---:|---:|---:|---:|---:|---|---:|"]
+    for r in results:
+        ratio = by["weir"].events_per_s / r.events_per_s if "weir" in by else float("nan")
+        lines.append(f"| {r.subject} | {r.events_per_s:,.0f} | {r.seconds:.1f} | "
+                     f"{'-' if r.peak_rss_mb is None else f'{r.peak_rss_mb:.0f}'} | "
+                     f"{'-' if r.cpu_s is None else f'{r.cpu_s:.1f}'} | {r.windows} | "
+                     f"{'yes' if r.correct else 'NO'} | weir/{r.subject} = {ratio:.2f} |")
+    return "\n".join(lines)
+
+
+async def run(servers: str, events: int, partitions: int, subjects: List[str],
+              json_path: Optional[Path], say: Callable[[str], None] = print,
+              timeout_s: float = 1800) -> List[Result]:
+    topic = f"bench-orders-{uuid.uuid4().hex[:6]}"
+    work = Path(".weir") / "bench" / time.strftime("%Y%m%d-%H%M%S")
+    work.mkdir(parents=True, exist_ok=True)
+    say(f"bench: {events:,} orders in {partitions} partitions of {topic} on {servers}; "
+        f"logs in {work}")
+    await create_topic(servers, topic, partitions)
+    await produce_orders(servers, topic, events, partitions, say)
+    exp = expected_windows(events, partitions)
+    results: List[Result] = []
+    for subject in subjects:
+        say(f"  running {subject} ...")
+        if subject == "weir":
+            result = await bench_weir(servers, topic, events, partitions, exp, work, timeout_s)
+        elif subject == "quix":
+            result = await bench_quix(servers, topic, events, exp, work, timeout_s)
+        elif subject == "ceiling":
+            result = await bench_ceiling(servers, topic, events, work)
+        else:
+            raise ValueError(f"unknown subject {subject!r}: weir, quix or ceiling")
+        say(f"  {subject}: {result.events_per_s:,.0f} events/s, correct: {result.correct}")
+        results.append(result)
+    say(table(results))
+    if json_path is not None:
+        json_path.write_text(json.dumps({"events": events, "partitions": partitions,
+                                         "results": [asdict(r) for r in results]}, indent=2))
+        say(f"results written to {json_path}")
+    shutil.rmtree(work / "weir-data", ignore_errors=True)
+    shutil.rmtree(work / "quix-state", ignore_errors=True)
+    return results

@@ -1,0 +1,122 @@
+"""A worker's /metrics: the web view, and the gauges sampled from the app's state.
+
+`install(app, settings)` adds the ``/metrics`` page to the worker's Faust web
+server, counts rebalances, and samples on a timer (``WEIR_METRICS_INTERVAL_MS``)
+what no batch reports: partition ownership, watermarks and event-time lag of
+the engines the views registered (`watch_engine`), table keys, state size on
+disk and changelog recovery. Consumer lag comes from the stall watches, which
+read the log ends anyway (`lag_reporter`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Tuple
+
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from app import metrics
+from app.clock import wall_clock_ms
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: (pipeline, view, engine) of every windowed view of this worker
+_engines: List[Tuple[str, str, Any]] = []
+_watermarks = metrics.PartitionGauges(metrics.WATERMARK)
+_event_time_lag = metrics.PartitionGauges(metrics.EVENT_TIME_LAG)
+_lag = metrics.PartitionGauges(metrics.CONSUMER_LAG)
+_assigned = metrics.PartitionGauges(metrics.PARTITION_ASSIGNED)
+
+
+def watch_engine(pipeline: str, view: str, engine: Any) -> None:
+    """Report the watermark and event-time lag of ``engine``'s partitions (a `WindowEngine`)."""
+    _engines.append((pipeline, view, engine))
+
+
+def lag_reporter(pipeline: str, topic: str) -> Callable[[Dict[int, int]], None]:
+    """What a stall watch calls with the lag of every partition of ``topic`` it holds."""
+    def report(lags: Dict[int, int]) -> None:
+        _lag.show((pipeline, topic), {(str(p),): float(n) for p, n in lags.items()})
+
+    return report
+
+
+def sample_engines(now_ms: int) -> None:
+    """Watermark and event-time lag of each partition the engines hold now."""
+    lags: Dict[str, Dict[Tuple[str, ...], float]] = {}
+    for pipeline, view, engine in _engines:
+        marks = {}
+        for partition in engine.partitions():
+            wm = engine.clock(partition).watermark
+            if wm.max_event_ms is None:
+                continue
+            marks[(str(partition),)] = wm.watermark_ms / 1000
+            lags.setdefault(pipeline, {})[(str(partition),)] = (now_ms - wm.max_event_ms) / 1000
+        _watermarks.show((pipeline, view), marks)
+    for pipeline in {p for p, _, _ in _engines}:
+        _event_time_lag.show((pipeline,), lags.get(pipeline, {}))
+
+
+def sample_assignment(app: Any) -> None:
+    """1 for every partition of a stream this worker owns as an active (changelogs, standbys
+    and Faust's own assignor topic left out)."""
+    by_topic: Dict[str, List[int]] = {}
+    changelogs = app.tables.changelog_topics
+    for tp in app.consumer.assignment():
+        if tp.topic in changelogs or tp.topic.endswith("__assignor-__leader"):
+            continue
+        if not app.assignor.is_standby(tp):
+            by_topic.setdefault(tp.topic, []).append(tp.partition)
+    for topic in set(by_topic) | {g[0] for g in _assigned.groups()}:
+        _assigned.show((topic,), metrics.partitions_label(by_topic.get(topic, [])))
+
+
+def sample_tables(app: Any) -> None:
+    """Keys of each table in the active partitions, state size on disk, recovery progress."""
+    recovery = app.tables.recovery
+    metrics.RECOVERY_IN_PROGRESS.set(1 if recovery.in_recovery else 0)
+    metrics.RECOVERY_REMAINING.labels("active").set(recovery.active_remaining_total())
+    metrics.RECOVERY_REMAINING.labels("standby").set(recovery.standby_remaining_total())
+    metrics.STATE_DISK.set(disk_bytes(Path(app.conf.tabledir)))
+    if recovery.in_recovery or app.rebalancing:
+        return  # the stores are being rebuilt: keep the last counts
+    for name, table in app.tables.items():
+        try:
+            metrics.TABLE_KEYS.labels(name).set(len(table))
+        except Exception as exc:  # a store closing during a stop or rebalance
+            log.debug("table %s: keys not counted: %r", name, exc)
+
+
+def disk_bytes(folder: Path) -> int:
+    """Total size of the files under ``folder`` (0 when it does not exist)."""
+    total = 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.path.getsize(os.path.join(root, name))
+            except OSError:  # a RocksDB file replaced while walking
+                pass
+    return total
+
+
+def install(app: Any, settings: Settings) -> None:
+    """Serve /metrics on the app's web server and keep the sampled gauges current."""
+
+    @app.page("/metrics")
+    async def prometheus_metrics(self: Any, request: Any) -> Any:
+        """Prometheus exposition of this worker's metrics."""
+        return self.bytes(metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    @app.on_partitions_assigned.connect
+    async def count_rebalance(app: Any, assigned: Any, **kwargs: Any) -> None:
+        metrics.REBALANCES.inc()
+        sample_assignment(app)
+
+    @app.timer(interval=settings.metrics_interval_ms / 1000)
+    async def sample_metrics() -> None:
+        sample_assignment(app)
+        sample_engines(wall_clock_ms())
+        sample_tables(app)

@@ -1,0 +1,134 @@
+"""Counting in the sinks: once per committed offset, nothing for an aborted batch."""
+
+from __future__ import annotations
+
+import pytest
+from faust.types import TP
+
+from app import metrics, monitoring
+from app.models import BadEvent
+from app.partition_log import LogEvent, LogMessage
+from app.sinks import Sender, count_emitted, send_dead_letter
+from tables.aggregators import CountAndSum
+from tables.engine import Item, WindowEngine
+from tables.state import InMemoryStore
+from tables.windows import TumblingWindow
+
+
+def value(name, **labels):
+    return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+class FakeProducer:
+    def __init__(self, fail_commit: bool = False) -> None:
+        self.sent, self.commits, self.aborts = [], 0, 0
+        self.fail_commit = fail_commit
+
+    async def send(self, *args, **kwargs):
+        self.sent.append((args, kwargs))
+
+    async def flush(self):
+        pass
+
+    async def send_offsets_to_transaction(self, offsets, group_id):
+        pass
+
+    async def commit_transaction(self):
+        if self.fail_commit:
+            raise RuntimeError("broker gone")
+        self.commits += 1
+
+    async def abort_transaction(self):
+        self.aborts += 1
+
+    async def begin_transaction(self):
+        pass
+
+
+def event(offset: int, raw: bytes = b"{}") -> LogEvent:
+    return LogEvent(LogMessage("orders-m", 2, offset, b"k"), raw)
+
+
+async def test_events_are_counted_once_their_batch_commits():
+    labels = {"pipeline": "unit-a", "topic": "orders-m", "partition": "2"}
+    out = Sender(FakeProducer(), transactional=True, pipeline="unit-a")
+    out.consumed(TP("orders-m", 2), 105, events=5)
+    assert value("weir_events_consumed_total", **labels) == 0  # not before the commit
+    await out._commit("app")
+    assert value("weir_events_consumed_total", **labels) == 5
+    assert value("weir_transaction_commits_total", pipeline="unit-a") == 1
+
+
+async def test_an_aborted_batch_counts_no_event_and_one_abort():
+    labels = {"pipeline": "unit-b", "topic": "orders-m", "partition": "2"}
+    out = Sender(FakeProducer(fail_commit=True), transactional=True, pipeline="unit-b")
+    out.consumed(TP("orders-m", 2), 105, events=5)
+    await send_dead_letter(out, "dead", "unit-b", BadEvent("invalid_json", "bad"), event(101), 1024)
+    with pytest.raises(RuntimeError):
+        await out._commit("app")
+    await out._abort()
+    assert value("weir_events_consumed_total", **labels) == 0
+    assert value("weir_dead_letters_total", pipeline="unit-b", reason="invalid_json") == 0
+    assert value("weir_transaction_aborts_total", pipeline="unit-b") == 1
+
+
+async def test_dead_letters_are_counted_by_their_short_reason():
+    out = Sender(FakeProducer(), transactional=False, pipeline="unit-c")
+    for offset, reason in [(1, "invalid_json"), (2, "missing_field"), (3, "invalid_json")]:
+        await send_dead_letter(out, "dead", "unit-c", BadEvent(reason, f"details {offset}"),
+                               event(offset), 1024)
+    await out._commit("app")
+    assert value("weir_dead_letters_total", pipeline="unit-c", reason="invalid_json") == 2
+    assert value("weir_dead_letters_total", pipeline="unit-c", reason="missing_field") == 1
+
+
+async def test_windows_and_revisions_are_counted_per_view():
+    out = Sender(FakeProducer(), transactional=False, pipeline="unit-d")
+    count_emitted(out, "unit-d", "v", [0, 0, 1, 2])
+    await out._commit("app")
+    assert value("weir_windows_emitted_total", pipeline="unit-d", view="v") == 4
+    assert value("weir_window_revisions_total", pipeline="unit-d", view="v") == 2
+
+
+async def test_fraud_alerts_are_counted_by_type_after_the_commit():
+    before = value("weir_fraud_alerts_total", type="velocity")
+    out = Sender(FakeProducer(), transactional=True, pipeline="fraud")
+    metrics.count_fraud_alert("velocity", out)
+    assert value("weir_fraud_alerts_total", type="velocity") == before
+    await out._commit("app")
+    assert value("weir_fraud_alerts_total", type="velocity") == before + 1
+    metrics.count_fraud_alert("geo")
+    assert value("weir_fraud_alerts_total", type="geo") >= 1
+
+
+def test_partition_gauges_drop_the_series_of_partitions_that_left():
+    gauges = metrics.PartitionGauges(metrics.CONSUMER_LAG)
+    gauges.show(("unit-e", "t"), {("0",): 3.0, ("1",): 0.0})
+    assert value("weir_consumer_lag_records", pipeline="unit-e", topic="t", partition="0") == 3
+    gauges.show(("unit-e", "t"), {("1",): 7.0})
+    assert metrics.REGISTRY.get_sample_value(
+        "weir_consumer_lag_records", {"pipeline": "unit-e", "topic": "t", "partition": "0"}) is None
+    assert value("weir_consumer_lag_records", pipeline="unit-e", topic="t", partition="1") == 7
+
+
+def test_watermark_and_event_time_lag_follow_the_engine_partitions():
+    engine = WindowEngine(TumblingWindow(60_000, 0), 10_000, CountAndSum(), InMemoryStore())
+    monitoring.watch_engine("unit-f", "unit-f-view", engine)
+    engine.process(3, [Item(0, 1_000_000, 1.0, None), Item(1, 1_005_000, 2.0, None)],
+                   next_offset=2)
+    monitoring.sample_engines(now_ms=1_065_000)
+    assert value("weir_watermark_timestamp_seconds", pipeline="unit-f", view="unit-f-view",
+                 partition="3") == 995.0  # (1_005_000 - 10_000) / 1000
+    assert value("weir_event_time_lag_seconds", pipeline="unit-f", partition="3") == 60.0
+    engine.forget(3)
+    monitoring.sample_engines(now_ms=1_066_000)
+    assert metrics.REGISTRY.get_sample_value(
+        "weir_event_time_lag_seconds", {"pipeline": "unit-f", "partition": "3"}) is None
+
+
+def test_exposition_uses_prometheus_names():
+    text = metrics.exposition().decode()
+    assert "# TYPE weir_events_consumed_total counter" in text
+    assert "# TYPE weir_batch_processing_seconds histogram" in text
+    assert "_created" not in text
+    assert all(n.startswith("weir_") for n in metrics.METRIC_NAMES)
