@@ -2,8 +2,8 @@
 
     weir broker start|stop|status|wipe   the local Kafka broker (KRaft, 127.0.0.1)
     weir topics                          create the project's topics
-    weir generate orders|pageviews ...   produce events with disorder and late events
-    weir watch                           print window results and late events as they come
+    weir generate orders|pageviews|transactions ...   produce events with disorder and late events
+    weir watch                           print window results, fraud alerts and late events as they come
     weir settings                        every setting as a Markdown table
 """
 
@@ -24,7 +24,7 @@ def _register_commands(app, conf) -> None:
     from faust.cli import argument, option
 
     from app import broker as local_broker
-    from app.generator import OrderStream, PageviewStream, produce
+    from app.generator import OrderStream, PageviewStream, TransactionStream, produce
     from app.kafka_auth import client_options
     from app.settings import changed_settings_table, markdown_table
     from app.topics import provision
@@ -67,22 +67,26 @@ def _register_commands(app, conf) -> None:
         option("--seed", type=int, default=1, help="random seed"),
         option("--start-ms", type=int, default=0, help="event time of the first event (0: now)"),
         option("--step-ms", type=int, default=0, help="event-time step per event (0: 1000/rate)"),
+        option("--fraud-fraction", type=float, default=0.01,
+               help="transactions: share of events that start a fraud pattern (burst, travel, large)"),
     )
     async def generate(self, kind: str, rate: float, count: int, disorder_ms: int,
                        late_fraction: float, malformed_fraction: float, seed: int,
-                       start_ms: int, step_ms: int) -> None:
-        """Produce generated events (kind: orders or pageviews)."""
+                       start_ms: int, step_ms: int, fraud_fraction: float) -> None:
+        """Produce generated events (kind: orders, pageviews or transactions)."""
         kinds = {"orders": (OrderStream, conf.orders_topic),
-                 "pageviews": (PageviewStream, conf.pageviews_topic)}
+                 "pageviews": (PageviewStream, conf.pageviews_topic),
+                 "transactions": (TransactionStream, conf.transactions_topic)}
         if kind not in kinds:
             raise WeirError(f"unknown kind {kind!r}: one of {', '.join(kinds)}")
         import time
 
         make, topic = kinds[kind]
         step = step_ms or (max(1, int(1000 / rate)) if rate > 0 else 10)
+        extra = {"fraud_fraction": fraud_fraction} if kind == "transactions" else {}
         stream = make(count=count, seed=seed, start_ms=start_ms or int(time.time() * 1000),
                       step_ms=step, disorder_ms=disorder_ms, late_fraction=late_fraction,
-                      malformed_fraction=malformed_fraction)
+                      malformed_fraction=malformed_fraction, **extra)
         await provision(conf)
         sent = await produce(conf.kafka_servers, topic, stream, rate=rate,
                              client_options=client_options(conf))
@@ -113,9 +117,9 @@ def _register_commands(app, conf) -> None:
                help="print only sessions with at least this many pages"),
     )
     async def watch(self, max_seconds: float, min_session_pages: int) -> None:
-        """Print closed windows, late events and dead letters as they arrive."""
+        """Print closed windows, sessions, fraud alerts, late events and dead letters as they arrive."""
         wanted = [conf.order_metrics_topic, conf.pageview_metrics_topic, conf.user_sessions_topic,
-                  conf.late_events_topic, conf.dead_letters_topic]
+                  conf.fraud_alerts_topic, conf.late_events_topic, conf.dead_letters_topic]
         consumer = AIOKafkaConsumer(*wanted, bootstrap_servers=conf.kafka_servers,
                                     isolation_level="read_committed", auto_offset_reset="latest",
                                     **client_options(conf))
@@ -155,9 +159,15 @@ def _register_commands(app, conf) -> None:
                 return f"  session {rec['sessionId']} from {_clock(rec['sessionStart'])} retracted"
             return (f"  session {rec['sessionId']}: {rec['pageViews']} pages in "
                     f"{rec['durationMs'] / 1000:.0f}s, {rec['entryPage']} -> {rec['exitPage']}")
+        if topic == conf.fraud_alerts_topic:
+            return f"  FRAUD {rec['type']} user {rec['userId']} at {_clock(rec['timestamp'])}: " + \
+                _alert_details(rec)
         if topic == conf.late_events_topic and "eventTimestamp" not in rec:
             return (f"  late partial: partition {rec['sourcePartition']} window "
                     f"[{_clock(rec['windowStart'])}, {_clock(rec['windowEnd'])}) after the merge purged it")
+        if topic == conf.late_events_topic and rec["pipeline"] == "fraud":
+            return (f"  late: transaction at {_clock(rec['eventTimestamp'])}, "
+                    f"{rec['lateByMs'] / 1000:.1f}s behind the watermark: left out of the ordered rules")
         if topic == conf.late_events_topic:
             return (f"  late: {rec['pipeline']} event at {_clock(rec['eventTimestamp'])} for window "
                     f"[{_clock(rec['windowStart'])}, {_clock(rec['windowEnd'])}), "
@@ -173,6 +183,18 @@ def _register_commands(app, conf) -> None:
         changed = changed_settings_table(conf)
         if changed:
             self.say("\n" + changed)
+
+
+def _alert_details(rec: dict) -> str:
+    """The rule's details of a fraud alert, in words."""
+    if rec["type"] == "LARGE_AMOUNT":
+        return f"amount {rec['amount']:.2f} > {rec['threshold']:.2f}"
+    if rec["type"] == "HIGH_FREQUENCY":
+        return f"{rec['count']} transactions in {rec['windowMs'] / 1000:.0f}s"
+    speed = "" if rec["speedKmh"] is None else f", {rec['speedKmh']:.0f} km/h"
+    distance = "" if rec["distanceKm"] is None else f" ({rec['distanceKm']:.0f} km{speed})"
+    return (f"{rec['fromLocation']} -> {rec['toLocation']} in "
+            f"{rec['timeApartMs'] / 1000:.1f}s{distance}")
 
 
 def _clock(ms: int) -> str:

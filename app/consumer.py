@@ -19,6 +19,7 @@ rebalance failed with a ``ConsistencyError`` (persisted offset > -1).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, Dict, Mapping, Optional
 
@@ -35,6 +36,21 @@ class DeliveredOffsetsConsumer(Consumer):
         super().__init__(*args, **kwargs)
         self._delivered: Dict[TP, int] = {}
         self._delivered_committed: Dict[TP, int] = {}
+
+    async def _drain_messages(self, fetcher: Any) -> None:
+        """Whole partition batches to the pipelines (`app.direct_batches`), when they asked."""
+        from app import direct_batches
+
+        if not direct_batches.HANDLERS:
+            return await super()._drain_messages(fetcher)
+        try:
+            await direct_batches.drain(self, fetcher)
+        except self.consumer_stopped_errors:
+            if not self.transport.app.should_stop:
+                raise
+        except asyncio.CancelledError:
+            if not self.transport.app.should_stop:
+                raise
 
     def delivered(self, tp: TP, next_offset: int) -> None:
         """Everything of ``tp`` before ``next_offset`` is processed and its outputs flushed."""
@@ -57,6 +73,27 @@ class DeliveredOffsetsConsumer(Consumer):
             self._delivered_committed.update(offsets)
             return True
         return False
+
+    async def wait_empty(self) -> None:
+        """At a stop, do not wait for events no batch will ever take.
+
+        Faust's stop waits until every event its streams received is acked. An
+        event that reached ``take_events``'s buffer after the `BatchGate` closed
+        is never handed to an agent, so never acked, and the stop hung until the
+        process was killed (seen on the transactional internal topics, whose
+        batches are re-read). Once the gate is closed the batches in progress
+        have finished, and offsets here come from delivered batches, never from
+        acks: the remaining events are marked acked, and are consumed again after
+        the restart.
+        """
+        from app.windowed import batch_gate
+
+        if batch_gate.closed and self._unacked_messages:
+            log.info("Stopping: %d events no batch took will be consumed again after the restart",
+                     len(self._unacked_messages))
+            for message in list(self._unacked_messages):
+                message.acked = True
+        await super().wait_empty()
 
     async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
         if not self.in_transaction:

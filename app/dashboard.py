@@ -218,7 +218,13 @@ class DashboardState:
         self._bump("dead")
 
     def add_fraud_alert(self, rec: Any, timestamp_ms: int) -> None:
-        """Any JSON record of the fraud-alerts topic; the newest `FRAUD_ALERTS_KEPT` are kept."""
+        """Any JSON record of the fraud-alerts topic; the newest `FRAUD_ALERTS_KEPT` are kept,
+        an ``alertId`` already shown (a re-delivery) is not shown twice."""
+        alert_id = rec.get("alertId") if isinstance(rec, dict) else None
+        if alert_id is not None and any(
+                isinstance(f["alert"], dict) and f["alert"].get("alertId") == alert_id
+                for f in self._fraud):
+            return
         self._fraud.appendleft({"at": timestamp_ms, "alert": rec})
         self._bump("fraud")
 

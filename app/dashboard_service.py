@@ -34,7 +34,8 @@ class DashboardService(Service):
         options = client_options(settings)
         self.reader = OutputReader(settings.kafka_servers, output_topics(settings), state, options)
         self.lag = LagProbe(settings.kafka_servers, settings.app_id,
-                            [settings.orders_topic, settings.pageviews_topic], options)
+                            [settings.orders_topic, settings.pageviews_topic,
+                             settings.transactions_topic], options)
         super().__init__(**kwargs)
 
     async def on_stop(self) -> None:

@@ -1,4 +1,4 @@
-"""Load generators: realistic orders and pageviews with bounded disorder and a share of late ones.
+"""Load generators: orders, pageviews and transactions with bounded disorder and late ones.
 
 Event time advances by ``step_ms`` per event from ``start_ms``. Each event is
 shifted back by up to ``disorder_ms`` (bounded out-of-orderness); a
@@ -14,6 +14,7 @@ import asyncio
 import random
 import sys
 import time
+import zlib
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, Optional, Tuple, Union
 
@@ -153,6 +154,92 @@ class PageviewStream:
                       now_ms + int(rnd.expovariate(1 / self.think_ms)))
 
 
+CITIES = [("Oslo", 59.9139, 10.7522), ("Paris", 48.8566, 2.3522), ("London", 51.5072, -0.1276),
+          ("New York", 40.7128, -74.0060), ("Tokyo", 35.6762, 139.6503),
+          ("Sydney", -33.8688, 151.2093), ("Sao Paulo", -23.5505, -46.6333),
+          ("Nairobi", -1.2921, 36.8219), ("Mumbai", 19.0760, 72.8777),
+          ("Berlin", 52.5200, 13.4050), ("Madrid", 40.4168, -3.7038), ("Toronto", 43.6532, -79.3832)]
+MALFORMED_TRANSACTIONS = [
+    b"{not json",
+    b'{"transactionId": "x", "userId": "u", "amount": 5}',
+    b'{"transactionId": "x", "userId": "u", "amount": -1, "merchantId": "m", '
+    b'"location": "Oslo", "timestamp": 1}',
+    b"\xff\xfe\xfd",
+]
+FRAUD_PATTERNS = ("burst", "travel", "large")
+
+
+@dataclass(frozen=True)
+class TransactionStream:
+    """Parameters of generated card transactions, keyed by ``userId``.
+
+    Users (uniformly chosen among ``users``, so that ordinary users rarely burst) pay at merchants of their home city, mostly
+    with coordinates. A ``fraud_fraction`` of events starts a fraud pattern
+    instead: a *burst* (``burst_size`` payments of one user within a few
+    seconds: HIGH_FREQUENCY), *travel* (a payment at home, then one 2 s later
+    in another city: IMPOSSIBLE_TRAVEL) or a *large* amount (LARGE_AMOUNT).
+    Pattern events stay within the last 3 s of event time, so they are not
+    late. Disorder, late and malformed events as in `OrderStream`.
+    """
+
+    count: int
+    seed: int = 1
+    start_ms: int = 0
+    step_ms: int = 10
+    disorder_ms: int = 0
+    late_fraction: float = 0.0
+    late_lag_ms: int = 70_000
+    malformed_fraction: float = 0.0
+    fraud_fraction: float = 0.01
+    burst_size: int = 8
+    users: int = 100_000
+
+    def events(self) -> Iterator[Tuple[bytes, bytes]]:
+        rnd = random.Random(self.seed)
+        sent = 0
+        while sent < self.count:
+            nominal = self.start_ms + sent * self.step_ms
+            user = f"user-{rnd.randrange(self.users):04d}"
+            home = CITIES[zlib.crc32(user.encode()) % len(CITIES)]
+            if rnd.random() < self.malformed_fraction:
+                batch = [rnd.choice(MALFORMED_TRANSACTIONS)]
+            elif rnd.random() < self.fraud_fraction:
+                batch = self._pattern(rnd, rnd.choice(FRAUD_PATTERNS), user, home, nominal, sent)
+            else:
+                if rnd.random() < self.late_fraction:
+                    ts = nominal - self.late_lag_ms - rnd.randrange(0, 60_000)
+                else:
+                    ts = nominal - rnd.randrange(0, self.disorder_ms + 1)
+                batch = [self._payment(rnd, f"tx-{self.seed}-{sent}", user, home, ts)]
+            for value in batch[:self.count - sent]:
+                yield user.encode(), value
+                sent += 1
+
+    def _pattern(self, rnd: random.Random, kind: str, user: str, home, nominal: int,
+                 number: int) -> list:
+        tid = f"tx-{self.seed}-{number}"
+        if kind == "burst":
+            return [self._payment(rnd, f"{tid}-{j}", user, home, nominal - j * 350)
+                    for j in range(self.burst_size)]
+        if kind == "travel":
+            away = rnd.choice([c for c in CITIES if c != home])
+            return [self._payment(rnd, f"{tid}-a", user, home, nominal - 2_000),
+                    self._payment(rnd, f"{tid}-b", user, away, nominal)]
+        return [self._payment(rnd, tid, user, home, nominal, round(rnd.uniform(10_001, 60_000), 2))]
+
+    @staticmethod
+    def _payment(rnd: random.Random, tid: str, user: str, city, ts: int,
+                 amount: Optional[float] = None) -> bytes:
+        name, lat, lon = city
+        tx = {"transactionId": tid, "userId": user,
+              "amount": amount if amount is not None else round(rnd.lognormvariate(3.2, 1.0), 2),
+              "merchantId": f"merchant-{rnd.randrange(500):03d}", "location": name,
+              "timestamp": ts}
+        if rnd.random() < 0.9:  # most card terminals report where they are (the city's centre)
+            tx.update(lat=lat, lon=lon)
+        return orjson.dumps(tx)
+
+
 class Progress:
     """A one-line progress bar on stderr, redrawn at most ten times a second."""
 
@@ -177,7 +264,7 @@ class Progress:
 async def produce(
     servers: str,
     topic: str,
-    stream: Union[OrderStream, "PageviewStream"],
+    stream: Union[OrderStream, "PageviewStream", TransactionStream],
     rate: float = 0.0,
     partition: Optional[int] = None,
     progress: bool = True,
@@ -189,7 +276,8 @@ async def produce(
         **(client_options or {}),
     )
     await producer.start()
-    label = "orders" if isinstance(stream, OrderStream) else "pageviews"
+    label = {OrderStream: "orders", PageviewStream: "pageviews",
+             TransactionStream: "transactions"}[type(stream)]
     bar = Progress(stream.count, f"{label} -> {topic}") if progress else None
     started = time.monotonic()
     sent = 0

@@ -140,6 +140,56 @@ def decode_pageview(raw: Optional[bytes], limits: InputLimits = DEFAULT_LIMITS) 
                     _optional_text(data, "referrer"), timestamp)
 
 
+class Transaction(NamedTuple):
+    transaction_id: str
+    user_id: str
+    amount: float
+    merchant_id: str
+    location: str
+    timestamp: int
+    lat: Optional[float]
+    lon: Optional[float]
+
+
+def _non_empty(data: Dict[str, Any], name: str) -> str:
+    value = _field(data, name, str, "a string")
+    if not value:
+        raise BadEvent("invalid_value", f"field {name!r} must not be empty")
+    return value
+
+
+def _coordinate(data: Dict[str, Any], name: str, limit: float) -> Optional[float]:
+    """An optional coordinate in degrees, ``-limit <= value <= limit``; absent or null: none."""
+    value = data.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise BadEvent("wrong_type", f"field {name!r} must be a number, got {type(value).__name__}")
+    if not math.isfinite(value) or not -limit <= value <= limit:
+        raise BadEvent("invalid_value", f"field {name!r} must be within +-{limit:g}, got {value!r}")
+    return float(value)
+
+
+def decode_transaction(raw: Optional[bytes], limits: InputLimits = DEFAULT_LIMITS) -> Transaction:
+    """Decode one transaction: ``transactionId``, ``userId``, ``location`` (non-empty strings),
+    ``amount`` (finite, >= 0), ``merchantId`` (string), ``timestamp`` (epoch ms), and
+    optionally ``lat`` and ``lon`` (both or neither)."""
+    data = decode_json_object(raw, limits)
+    transaction_id = _non_empty(data, "transactionId")
+    user_id = _non_empty(data, "userId")
+    amount = _field(data, "amount", (int, float), "a number")
+    if not math.isfinite(amount) or amount < 0:
+        raise BadEvent("invalid_value", f"field 'amount' must be a finite number >= 0, got {amount!r}")
+    merchant_id = _field(data, "merchantId", str, "a string")
+    location = _non_empty(data, "location")
+    timestamp = event_time_ms(data, limits)
+    lat, lon = _coordinate(data, "lat", 90.0), _coordinate(data, "lon", 180.0)
+    if (lat is None) != (lon is None):
+        raise BadEvent("invalid_value", "fields 'lat' and 'lon' must be given together or not at all")
+    return Transaction(transaction_id, user_id, float(amount), merchant_id, location, timestamp,
+                       lat, lon)
+
+
 class _Output(faust.Record, serializer="json", include_metadata=False):
     """Base of output records: plain JSON."""
 
@@ -222,6 +272,37 @@ class LateEvent(_Output):
     sourceTopic: str
     sourcePartition: int
     sourceOffset: int
+
+
+class FraudAlert(_Output):
+    """A fraud alert on transaction ``transactionId`` of ``userId``.
+
+    ``alertId`` is ``<type>:<transactionId>``, so a replay gives the same id.
+    ``timestamp`` is the transaction's event time, ``detectedAt`` the wall
+    clock when the worker raised it. Details by ``type``: ``LARGE_AMOUNT``
+    ``amount``, ``threshold``; ``HIGH_FREQUENCY`` ``count`` (counted up to the
+    threshold + 1), ``windowMs``; ``IMPOSSIBLE_TRAVEL`` ``fromLocation``,
+    ``toLocation``, ``previousTransactionId``, ``timeApartMs``, ``distanceKm``
+    and ``speedKmh`` (null without coordinates; speed null too when the two
+    are 0 ms apart). Fields of the other types are null.
+    """
+
+    alertId: str
+    type: str
+    userId: str
+    transactionId: str
+    timestamp: int
+    detectedAt: int
+    amount: Optional[float] = None
+    threshold: Optional[float] = None
+    count: Optional[int] = None
+    windowMs: Optional[int] = None
+    fromLocation: Optional[str] = None
+    toLocation: Optional[str] = None
+    previousTransactionId: Optional[str] = None
+    timeApartMs: Optional[int] = None
+    distanceKm: Optional[float] = None
+    speedKmh: Optional[float] = None
 
 
 class DeadLetter(_Output):

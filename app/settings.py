@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Dict, Mapping, Optional
@@ -40,6 +41,18 @@ def _choice(*options: str) -> Callable[[str], str]:
         if text not in options:
             raise ValueError(f"must be one of {', '.join(options)}")
         return text
+
+    return parse
+
+
+def _number(low: float, low_inclusive: bool = True) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = float(text.strip())
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        if value < low or (value == low and not low_inclusive):
+            raise ValueError(f"must be {'>=' if low_inclusive else '>'} {low:g}")
+        return value
 
     return parse
 
@@ -121,9 +134,13 @@ SPECS: Dict[str, Spec] = {
         "WEIR_TOPIC_DEAD_LETTERS", "dead-letters", _text,
         "Side output: malformed input with the reason.",
     ),
+    "transactions_topic": Spec(
+        "WEIR_TOPIC_TRANSACTIONS", "transactions", _text,
+        "Input topic of payment transactions; producers key them by userId.",
+    ),
     "fraud_alerts_topic": Spec(
         "WEIR_TOPIC_FRAUD_ALERTS", "fraud-alerts", _text,
-        "Output topic: fraud alerts.",
+        "Output topic: fraud alerts (LARGE_AMOUNT, HIGH_FREQUENCY, IMPOSSIBLE_TRAVEL), keyed by userId.",
     ),
     "order_window_size_ms": Spec(
         "WEIR_ORDER_WINDOW_SIZE_MS", "60000", _int(1),
@@ -194,6 +211,55 @@ SPECS: Dict[str, Spec] = {
         "WEIR_IDLE_ADVANCE", "true", _choice("true", "false"),
         "Let an idle partition's watermark advance with the wall clock, so the last windows "
         "of a burst close (turn off for strict replays).",
+    ),
+    "batch_path": Spec(
+        "WEIR_BATCH_PATH", "direct", _choice("direct", "faust"),
+        "How input reaches the pipelines: direct (each fetched partition batch at once, "
+        "bypassing Faust's per-message streams) or faust (Faust's agents and take_events).",
+    ),
+    "fraud_repartition": Spec(
+        "WEIR_FRAUD_REPARTITION", "false", _choice("true", "false"),
+        "true: every transaction is re-keyed by userId through the internal topic "
+        "<app id>-fraud-by-user before the rules (for producers that key by something else); "
+        "false: the rules read the input directly (producers must key by userId).",
+    ),
+    "fraud_max_out_of_orderness_ms": Spec(
+        "WEIR_FRAUD_MAX_OUT_OF_ORDERNESS_MS", "5000", _int(0),
+        "Fraud watermark delay: highest transaction time seen on a partition minus this (ms); "
+        "transactions behind it are late, the others are evaluated in event-time order once "
+        "it passes them.",
+    ),
+    "fraud_large_amount": Spec(
+        "WEIR_FRAUD_LARGE_AMOUNT", "10000", _number(0),
+        "LARGE_AMOUNT alert for a transaction whose amount is above this (exactly this: no alert).",
+    ),
+    "fraud_frequency_window_ms": Spec(
+        "WEIR_FRAUD_FREQUENCY_WINDOW_MS", "60000", _int(1),
+        "HIGH_FREQUENCY: transactions of a user counted in (t - this, t], ms; also how long "
+        "an alert suppresses the next one.",
+    ),
+    "fraud_frequency_max": Spec(
+        "WEIR_FRAUD_FREQUENCY_MAX", "5", _int(1),
+        "HIGH_FREQUENCY alert when a user has more than this many transactions in the window.",
+    ),
+    "fraud_max_speed_kmh": Spec(
+        "WEIR_FRAUD_MAX_SPEED_KMH", "900", _number(0, low_inclusive=False),
+        "IMPOSSIBLE_TRAVEL with coordinates: alert when the speed implied by two consecutive "
+        "transactions is above this, km/h.",
+    ),
+    "fraud_travel_window_ms": Spec(
+        "WEIR_FRAUD_TRAVEL_WINDOW_MS", "60000", _int(1),
+        "IMPOSSIBLE_TRAVEL without coordinates: alert when consecutive transactions in "
+        "different locations are less than this apart, ms.",
+    ),
+    "fraud_dedup_ttl_ms": Spec(
+        "WEIR_FRAUD_DEDUP_TTL_MS", "86400000", _int(1),
+        "How long (event time, ms) a transactionId is remembered, so a re-delivery counts once.",
+    ),
+    "fraud_state_ttl_ms": Spec(
+        "WEIR_FRAUD_STATE_TTL_MS", "86400000", _int(1),
+        "Per-user fraud state (recent times, previous transaction) is dropped this long (event "
+        "time, ms) after the user's last transaction; at least both fraud windows.",
     ),
     "batch_max_events": Spec(
         "WEIR_BATCH_MAX_EVENTS", "5000", _int(1),
@@ -302,9 +368,10 @@ class Settings:
     pageviews_topic: str
     pageview_metrics_topic: str
     user_sessions_topic: str
+    transactions_topic: str
+    fraud_alerts_topic: str
     late_events_topic: str
     dead_letters_topic: str
-    fraud_alerts_topic: str
     order_window_size_ms: int
     pageview_window_size_ms: int
     pageview_hop_size_ms: int
@@ -321,6 +388,16 @@ class Settings:
     max_amount: int
     idle_timeout_ms: int
     idle_advance: str
+    batch_path: str
+    fraud_repartition: str
+    fraud_max_out_of_orderness_ms: int
+    fraud_large_amount: float
+    fraud_frequency_window_ms: int
+    fraud_frequency_max: int
+    fraud_max_speed_kmh: float
+    fraud_travel_window_ms: int
+    fraud_dedup_ttl_ms: int
+    fraud_state_ttl_ms: int
     batch_max_events: int
     batch_max_wait_ms: int
     processing_guarantee: str
@@ -358,6 +435,11 @@ class Settings:
                 f"WEIR_PAGEVIEW_HOP_ADVANCE_MS={values['pageview_hop_advance_ms']} must not "
                 f"exceed WEIR_PAGEVIEW_HOP_SIZE_MS={values['pageview_hop_size_ms']}")
         _check_kafka_security(values)
+        longest = max(values["fraud_frequency_window_ms"], values["fraud_travel_window_ms"])
+        if values["fraud_state_ttl_ms"] < longest:
+            raise ConfigError(
+                f"WEIR_FRAUD_STATE_TTL_MS={values['fraud_state_ttl_ms']} must be at least the "
+                f"longest fraud window ({longest} ms)")
         return cls(**values)
 
     @property

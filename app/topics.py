@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 TABLES: Dict[str, bool] = {}
 #: Internal one-partition topics (per-partition results on their way to a merge), by suffix.
 MERGE_TOPICS: List[str] = []
+#: Internal topics that re-key a stream (``WEIR_INPUT_PARTITIONS`` partitions), by suffix.
+REPARTITION_TOPICS: List[str] = []
 
 
 def register_table(name: str, per_input: bool) -> None:
@@ -33,6 +35,11 @@ def register_table(name: str, per_input: bool) -> None:
 def register_merge_topic(suffix: str) -> None:
     if suffix not in MERGE_TOPICS:
         MERGE_TOPICS.append(suffix)
+
+
+def register_repartition_topic(suffix: str) -> None:
+    if suffix not in REPARTITION_TOPICS:
+        REPARTITION_TOPICS.append(suffix)
 
 
 def changelog_topic(settings: Settings, table: str) -> str:
@@ -45,9 +52,11 @@ def wanted_topics(settings: Settings) -> Dict[str, Tuple[int, Dict[str, str]]]:
     topics = {name: (n, {}) for name in (
         settings.orders_topic, settings.order_metrics_topic, settings.pageviews_topic,
         settings.pageview_metrics_topic, settings.user_sessions_topic,
-        settings.late_events_topic, settings.dead_letters_topic)}
+        settings.transactions_topic, settings.fraud_alerts_topic, settings.late_events_topic, settings.dead_letters_topic)}
     for internal in MERGE_TOPICS:
         topics[settings.topic_name(internal)] = (1, {})
+    for internal in REPARTITION_TOPICS:
+        topics[settings.topic_name(internal)] = (n, {})
     for table, per_input in TABLES.items():
         topics[changelog_topic(settings, table)] = (n if per_input else 1,
                                                     {"cleanup.policy": "compact"})

@@ -17,7 +17,7 @@ from typing import Any, Awaitable, Callable, Dict, List, Sequence
 import orjson
 from faust.types import TP, EventT
 
-from app import monitoring
+from app import direct_batches, monitoring
 from app.clock import wall_clock_ms
 from app.partition_log import PartitionLog, StallWatch
 from app.partitions import split_by_partition
@@ -97,7 +97,16 @@ class MergedView:
 async def consume_in_batches(stream: Any, settings: Settings,
                              process: Callable[[int, Sequence[EventT]], Awaitable[None]]) -> None:
     """An agent's loop: batches of up to ``WEIR_BATCH_MAX_EVENTS``, each split by source
-    partition and processed partition by partition, between stops (`batch_gate`)."""
+    partition and processed partition by partition, between stops (`batch_gate`).
+
+    With ``WEIR_BATCH_PATH=direct`` (default) the consumer hands the fetched batches of the
+    agent's topics to ``process`` itself (`app.direct_batches`); the agent only keeps its
+    topics subscribed."""
+    if settings.batch_path == "direct":
+        for topic in getattr(stream.channel, "topics", ()):
+            direct_batches.register(topic, lambda partition, events: batch_gate.run(
+                [], lambda: process(partition, events)))
+        await asyncio.Future()  # batches arrive through the consumer, not this stream
     async for events in stream.take_events(settings.batch_max_events,
                                            settings.batch_max_wait_ms / 1000):
         async def by_partition(batch: Sequence[EventT] = events) -> None:

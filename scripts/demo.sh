@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The main job on one machine: local Kafka broker, a worker, the order and
-# pageview generators, and a live view of closed windows, sessions, late events
-# and dead letters.
+# The main job on one machine: local Kafka broker, a worker, the order, pageview
+# and transaction generators, and a live view of closed windows, sessions, fraud
+# alerts, late events and dead letters.
 # Runs for DEMO_SECONDS (default 120), then stops what it started. It starts from
 # an empty broker of its own (.weir/demo), since its event time runs ahead of the clock.
 set -euo pipefail
@@ -39,6 +39,10 @@ weir generate orders --rate 2000 --step-ms 20 --count $((seconds * 2000)) --star
 pids+=($!)
 weir generate pageviews --rate 1000 --step-ms 40 --count $((seconds * 1000)) --start-ms "$start_ms" \
   --disorder-ms 8000 --late-fraction 0.002 --malformed-fraction 0.0005 >"$logs/generator-pageviews.log" 2>&1 &
+pids+=($!)
+weir generate transactions --rate 500 --step-ms 80 --count $((seconds * 500)) --start-ms "$start_ms" \
+  --disorder-ms 3000 --late-fraction 0.002 --malformed-fraction 0.0005 --fraud-fraction 0.01 \
+  >"$logs/generator-transactions.log" 2>&1 &
 pids+=($!)
 echo "demo: generators started (log: $logs/generator.log); results for ${seconds}s:"
 weir watch --max-seconds "$seconds"

@@ -57,6 +57,10 @@ class FaustTableStore:
     def forget(self, partition: int) -> None:
         self._events.pop(partition, None)
 
+    def is_bound(self, partition: int) -> bool:
+        """True once an event of ``partition`` gave the store its write context."""
+        return partition in self._events
+
     def load(self, partition: int) -> Tuple[Meta, Entries]:
         prefix = f"{partition}|e|"
         meta = self.table.get(f"{partition}|m") or {}

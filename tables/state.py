@@ -104,3 +104,17 @@ class PartitionCache(Generic[T]):
     def forget(self, partition: int) -> None:
         """Drop the cached state of a partition this worker no longer owns."""
         self._partitions.pop(partition, None)
+
+
+class SourceOffsets(PartitionCache[PartitionClock]):
+    """Only the next source offset per partition: for stages that keep no other state (a
+    forwarder), so a replay after a restart is recognised and skipped."""
+
+    def _load(self, partition: int, meta: Meta, entries: Entries) -> PartitionClock:
+        return PartitionClock.from_meta(meta, 0)
+
+    def clock(self, partition: int) -> PartitionClock:
+        return self._state(partition)
+
+    def save(self, partition: int) -> None:
+        self.store.save(partition, self._state(partition).to_meta(), {}, [])

@@ -69,6 +69,8 @@ def worker_environment(kafka_servers: str, data_dir: Path) -> dict:
         "WEIR_TOPIC_PAGEVIEWS": f"pageviews-{suffix}",
         "WEIR_TOPIC_PAGEVIEW_METRICS": f"pageview-metrics-{suffix}",
         "WEIR_TOPIC_USER_SESSIONS": f"user-sessions-{suffix}",
+        "WEIR_TOPIC_TRANSACTIONS": f"transactions-{suffix}",
+        "WEIR_TOPIC_FRAUD_ALERTS": f"fraud-alerts-{suffix}",
         "WEIR_TOPIC_LATE_EVENTS": f"late-events-{suffix}",
         "WEIR_TOPIC_DEAD_LETTERS": f"dead-letters-{suffix}",
         "WEIR_INPUT_PARTITIONS": "4",

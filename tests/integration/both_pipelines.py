@@ -6,13 +6,7 @@ import asyncio
 
 from tests.integration import test_orders_pipeline as orders
 from tests.integration import test_pageviews_pipeline as pageviews
-from tests.integration.kafka_tools import produce, read_topic
-
-
-async def stream_slowly(servers, topic, messages, chunk=20, pause_s=0.12):
-    for i in range(0, len(messages), chunk):
-        await produce(servers, topic, messages[i:i + chunk])
-        await asyncio.sleep(pause_s)
+from tests.integration.kafka_tools import produce, read_topic, stream_slowly  # noqa: F401 (re-exported)
 
 
 def split_flush(messages, marker: bytes):

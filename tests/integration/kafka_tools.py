@@ -38,6 +38,18 @@ async def produce(servers: str, topic: str, messages: Iterable[Tuple[int, bytes,
         await producer.stop()
 
 
+async def stream_slowly(servers: str, topic: str, messages: List[Tuple[int, bytes, bytes]],
+                        chunk: int = 20, pause_s: float = 0.12,
+                        sent: Optional[List[int]] = None) -> None:
+    """Produce ``messages`` in chunks with pauses, as a live source would; ``sent`` (when
+    given) gets the count of messages acknowledged after each chunk."""
+    for i in range(0, len(messages), chunk):
+        await produce(servers, topic, messages[i:i + chunk])
+        if sent is not None:
+            sent.append(min(i + chunk, len(messages)))
+        await asyncio.sleep(pause_s)
+
+
 async def read_topic(servers: str, topic: str, at_least: int = 0, timeout_s: float = 60.0,
                      settle_s: float = 1.0, until=None) -> List[Record]:
     """Every committed record of ``topic``, waiting until there are ``at_least``

@@ -3,9 +3,9 @@
 The test produces orders and pageviews whose windows close in event time (a
 flush event per partition at the end), computes with the batch oracles what
 the dashboard must show (every window's orders, revenue, page views and active
-users; the hour's totals; the newest window's top page; late events, dead
-letters and closed sessions; two fraud alerts it writes itself to a fraud
-topic created after the worker started), waits until the page shows exactly
+users; the hour's totals; the newest window's top page and referrer; late
+events, dead letters and closed sessions; the fraud pipeline's alerts on two
+large payments, per `tests.fraud_oracle`), waits until the page shows exactly
 that, saves a screenshot, then reloads and checks the history is there at once. A second
 worker shares the partitions, and its dashboard shows the same global figures.
 """
@@ -21,17 +21,17 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from playwright.async_api import async_playwright, expect
 
 from tests.integration.kafka_tools import Worker, produce, read_topic
+from tests.fraud_oracle import Thresholds, Tx, expected as expected_fraud
 from tests.oracle import InputEvent, expected_outputs
 from tests.pageview_oracle import View, expected_windows
 
 pytestmark = pytest.mark.integration
 
 CHROMIUM = "/usr/bin/chromium"
-SIZE_MS, DELAY_MS, GAP_MS = 60_000, 10_000, 60_000
+SIZE_MS, DELAY_MS, GAP_MS, FRAUD_DELAY_MS = 60_000, 10_000, 60_000, 5_000
 PARTITIONS = 4
 #: a window start half an hour ago, so the page shows today's clock times
 T0 = (int(time.time() * 1000) // SIZE_MS) * SIZE_MS - 30 * SIZE_MS
@@ -41,8 +41,8 @@ BAD_ORDERS = [(b"{broken", "invalid_json"), (b"[]", "wrong_shape"),
               (b'{"orderId":"x","userId":"u","amount":1,"productId":"p"}', "missing_field")]
 BAD_PAGEVIEWS = [(b"\xc3\x28", "invalid_utf8"), (b'{"sessionId":"","page":"/","timestamp":1}',
                                                  "invalid_value")]
-FRAUD_ALERTS = [{"rule": "high-velocity", "userId": "u-17", "orders": 9},
-                {"rule": "amount-spike", "userId": "u-42", "amount": 4999.5}]
+#: transactions two hours back (a fraud flush one hour later is still in the past)
+TX0 = T0 - 2 * 60 * SIZE_MS
 
 
 def order(order_id: str, ts: int, cents: int) -> bytes:
@@ -105,6 +105,32 @@ def pageview_input(rnd: random.Random) -> List[Tuple[int, bytes, bytes]]:
     return messages
 
 
+def transaction(tid: str, user: str, ts: int, amount: float) -> bytes:
+    return json.dumps({"transactionId": tid, "userId": user, "amount": amount,
+                       "merchantId": "m-1", "location": "Oslo", "timestamp": ts}).encode()
+
+
+def transaction_input() -> List[Tuple[int, bytes, bytes]]:
+    """Ordinary payments, two large ones (LARGE_AMOUNT alerts), then a flush per partition."""
+    messages = [(i % PARTITIONS, f"u{i}".encode(), transaction(f"t{i}", f"u{i}", TX0 + i * 1_000,
+                                                               25_000.0 if i in (3, 8) else 40.0))
+                for i in range(12)]
+    messages += [(p, f"flush-{p}".encode(), transaction(f"flush-{p}", f"flush-{p}",
+                                                        TX0 + 3_600_000, 1.0))
+                 for p in range(PARTITIONS)]
+    return messages
+
+
+def expected_alerts(tx_in) -> List[dict]:
+    txs = []
+    for r in tx_in:
+        d = json.loads(r.value)
+        txs.append(Tx(r.partition, r.offset, d["transactionId"], d["userId"], d["amount"],
+                      d["location"], d["timestamp"]))
+    alerts, _ = expected_fraud(txs, Thresholds(delay_ms=FRAUD_DELAY_MS))
+    return list(alerts.values())
+
+
 def expected_page(orders_in, pageviews_in) -> Dict:
     """What the dashboard must show, from the inputs as the broker stored them."""
     bad_orders, bad_views = dict(BAD_ORDERS), dict(BAD_PAGEVIEWS)
@@ -135,15 +161,6 @@ def expected_page(orders_in, pageviews_in) -> Dict:
 
 def money(x: float) -> str:
     return f"{x:,.2f}"
-
-
-async def create_topic(servers: str, name: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, 2, 1)])
-    finally:
-        await admin.close()
 
 
 async def assert_page_shows(page, want: Dict, timeout_ms: float) -> None:
@@ -183,22 +200,26 @@ async def assert_page_shows(page, want: Dict, timeout_ms: float) -> None:
                      ).to_have_text(f"{count:,}", timeout=timeout_ms)
     await expect(page.locator("#kpi-sessions")).to_have_text(f"{want['sessions']:,}",
                                                              timeout=timeout_ms)
-    for alert in FRAUD_ALERTS:
-        await expect(page.locator("#fraud-list")).to_contain_text(alert["rule"],
-                                                                  timeout=timeout_ms)
+    alerts = page.locator("#fraud-list .alert")
+    await expect(alerts).to_have_count(len(want["alerts"]), timeout=timeout_ms)
+    for alert in want["alerts"]:  # newest first; the details each type implies
+        text = (f"{alert['type'].lower().replace('_', ' ')}user {alert['userId']} · "
+                f"tx {alert['transactionId']} · amount {money(alert['amount'])} over "
+                f"{money(alert['threshold'])}")
+        await expect(alerts.filter(has_text=f"tx {alert['transactionId']} ·").locator(".what")
+                     ).to_have_text(text, timeout=timeout_ms)
 
 
 async def test_every_worker_dashboard_shows_the_figures_the_events_imply_also_after_reload(
     pipeline_env, tmp_path
 ):
     assert Path(CHROMIUM).exists(), "Chromium missing: run scripts/bootstrap.sh"
-    suffix = pipeline_env["WEIR_APP_ID"].rsplit("-", 1)[-1]
-    env = {**pipeline_env, "WEIR_TOPIC_FRAUD_ALERTS": f"fraud-alerts-{suffix}",
+    env = {**pipeline_env, "WEIR_FRAUD_MAX_OUT_OF_ORDERNESS_MS": str(FRAUD_DELAY_MS),
            "WEIR_SESSION_GAP_MS": str(GAP_MS), "WEIR_MAX_OUT_OF_ORDERNESS_MS": str(DELAY_MS),
            "WEIR_DASHBOARD_LAG_INTERVAL_MS": "1000"}
     servers = env["KAFKA_BOOTSTRAP_SERVERS"]
     rnd = random.Random(23)
-    orders, pageviews = order_input(rnd), pageview_input(rnd)
+    orders, pageviews, transactions = order_input(rnd), pageview_input(rnd), transaction_input()
     # two workers share the partitions; each dashboard must show the global figures
     workers = [Worker({**env, "WEIR_DATA_DIR": str(tmp_path / f"worker-{i}-data")},
                       tmp_path / f"worker-{i}.log").start() for i in (1, 2)]
@@ -207,12 +228,13 @@ async def test_every_worker_dashboard_shows_the_figures_the_events_imply_also_af
         await asyncio.sleep(1)
         await produce(servers, env["WEIR_TOPIC_ORDERS"], orders)
         await produce(servers, env["WEIR_TOPIC_PAGEVIEWS"], pageviews)
-        await create_topic(servers, env["WEIR_TOPIC_FRAUD_ALERTS"])  # appears after the start
-        await produce(servers, env["WEIR_TOPIC_FRAUD_ALERTS"],
-                      [(i % 2, b"alert", json.dumps(a).encode()) for i, a in enumerate(FRAUD_ALERTS)])
+        await produce(servers, env["WEIR_TOPIC_TRANSACTIONS"], transactions)
         want = expected_page(
             await read_topic(servers, env["WEIR_TOPIC_ORDERS"], len(orders), settle_s=0),
             await read_topic(servers, env["WEIR_TOPIC_PAGEVIEWS"], len(pageviews), settle_s=0))
+        want["alerts"] = expected_alerts(await read_topic(
+            servers, env["WEIR_TOPIC_TRANSACTIONS"], len(transactions), settle_s=0))
+        assert sorted(a["transactionId"] for a in want["alerts"]) == ["t3", "t8"]
         assert len(want["orders"]) >= 5 and len(want["pageviews"]) >= 4
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=CHROMIUM)

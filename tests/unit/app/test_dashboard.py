@@ -188,3 +188,13 @@ def test_the_dashboard_routes_exist_only_when_enabled(enabled):
     assert out.returncode == 0, out.stderr
     routes = ["/dashboard", "/dashboard/events", "/dashboard/snapshot"]
     assert out.stdout.strip() == str(routes if enabled == "true" else [])
+
+
+def test_a_fraud_alert_delivered_twice_is_shown_once():
+    state = DashboardState(HOUR)
+    alert = {"alertId": "LARGE_AMOUNT:t1", "type": "LARGE_AMOUNT", "userId": "u1"}
+    state.add_fraud_alert(alert, T0)
+    state.add_fraud_alert(dict(alert), T0 + 1)
+    state.add_fraud_alert({**alert, "alertId": "LARGE_AMOUNT:t2"}, T0 + 2)
+    assert [a["alert"]["alertId"] for a in state.snapshot()["fraud"]] == [
+        "LARGE_AMOUNT:t2", "LARGE_AMOUNT:t1"]

@@ -101,3 +101,60 @@ def test_dead_letter_keeps_at_most_max_raw_bytes_and_says_so():
     assert letter.raw == "x" * 1000 and base64.b64decode(letter.rawBase64) == raw[:1000]
     small = dead_letter("orders", BadEvent("invalid_json", "bad"), b"{", "orders", 2, 8, 1000)
     assert small.rawBytes == 1 and not small.rawTruncated and small.raw == "{"
+
+
+TX = {"transactionId": "t1", "userId": "u1", "amount": 12.5, "merchantId": "m1",
+      "location": "Oslo", "timestamp": 1_700_000_000_000}
+
+
+def _tx(**changes):
+    import json
+
+    data = {**TX, **changes}
+    return json.dumps({k: v for k, v in data.items() if v is not ...}).encode()
+
+
+def test_transaction_decodes_with_and_without_coordinates():
+    from app.models import decode_transaction
+
+    assert decode_transaction(_tx()).lat is None
+    tx = decode_transaction(_tx(lat=59.9, lon=10.7, amount=0))
+    assert (tx.lat, tx.lon, tx.amount, tx.timestamp) == (59.9, 10.7, 0.0, 1_700_000_000_000)
+    assert decode_transaction(_tx(lat=None, lon=None)).lon is None
+
+
+@pytest.mark.parametrize(
+    "changes, reason",
+    [
+        ({"transactionId": ""}, "invalid_value"),
+        ({"userId": ...}, "missing_field"),
+        ({"userId": ""}, "invalid_value"),
+        ({"amount": -0.01}, "invalid_value"),
+        ({"amount": True}, "wrong_type"),
+        ({"amount": "5"}, "wrong_type"),
+        ({"location": ""}, "invalid_value"),
+        ({"merchantId": 3}, "wrong_type"),
+        ({"timestamp": 1.5}, "wrong_type"),
+        ({"lat": 10.0}, "invalid_value"),
+        ({"lat": 10.0, "lon": None}, "invalid_value"),
+        ({"lat": 91.0, "lon": 0.0}, "invalid_value"),
+        ({"lat": 0.0, "lon": -180.5}, "invalid_value"),
+        ({"lat": "1", "lon": 0.0}, "wrong_type"),
+    ],
+)
+def test_malformed_transaction_raises_with_a_reason(changes, reason):
+    from app.models import decode_transaction
+
+    with pytest.raises(BadEvent) as info:
+        decode_transaction(_tx(**changes))
+    assert info.value.reason == reason
+
+
+@pytest.mark.parametrize("raw", [b'{"transactionId":"t","userId":"u","amount":NaN}',
+                                 b'{"transactionId":"t","userId":"u","amount":1e400,'
+                                 b'"merchantId":"m","location":"x","timestamp":1}'])
+def test_transaction_amount_must_be_finite(raw):
+    from app.models import decode_transaction
+
+    with pytest.raises(BadEvent):
+        decode_transaction(raw)

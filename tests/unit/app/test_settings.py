@@ -65,3 +65,21 @@ def test_hop_advance_beyond_hop_size_fails_naming_both_settings():
 def test_zero_session_gap_fails_naming_the_setting():
     with pytest.raises(ConfigError, match="WEIR_SESSION_GAP_MS"):
         Settings.from_env({"WEIR_SESSION_GAP_MS": "0"})
+
+
+def test_fraud_defaults_are_the_contract():
+    s = Settings.from_env({})
+    assert (s.fraud_large_amount, s.fraud_frequency_window_ms, s.fraud_frequency_max,
+            s.fraud_max_speed_kmh, s.fraud_travel_window_ms, s.fraud_max_out_of_orderness_ms,
+            s.fraud_dedup_ttl_ms) == (10_000.0, 60_000, 5, 900.0, 60_000, 5_000, 86_400_000)
+
+
+@pytest.mark.parametrize("env, value", [
+    ("WEIR_FRAUD_LARGE_AMOUNT", "nan"), ("WEIR_FRAUD_LARGE_AMOUNT", "-1"),
+    ("WEIR_FRAUD_MAX_SPEED_KMH", "0"), ("WEIR_FRAUD_FREQUENCY_MAX", "0"),
+    ("WEIR_FRAUD_FREQUENCY_WINDOW_MS", "x"), ("WEIR_FRAUD_DEDUP_TTL_MS", "0"),
+    ("WEIR_FRAUD_STATE_TTL_MS", "59999"), ("WEIR_FRAUD_MAX_OUT_OF_ORDERNESS_MS", "-5"),
+])
+def test_bad_fraud_setting_fails_naming_the_variable(env, value):
+    with pytest.raises(ConfigError, match=env):
+        Settings.from_env({env: value})

@@ -1,0 +1,287 @@
+"""Fraud detection: transactions -> dedup -> rules in event time, per user -> fraud-alerts.
+
+With ``WEIR_FRAUD_REPARTITION=true`` a first stage forwards every valid
+transaction, keyed by ``userId``, to the internal topic
+``<app id>-fraud-by-user`` (in the transaction that commits its input
+offsets), and the rules below read that topic instead of ``transactions``:
+each user's state then lives in one partition whatever the producer's key.
+Otherwise the rules read ``transactions`` directly and producers must key by
+``userId`` (transactions keyed otherwise are counted in the progress log).
+
+Per source partition of the rules, in offset order: decode (malformed and future ones go to
+``dead-letters``); drop a ``transactionId`` seen before (dedup, event-time TTL
+``WEIR_FRAUD_DEDUP_TTL_MS``); ``LARGE_AMOUNT`` at once; then, under the
+partition's watermark (highest transaction time minus
+``WEIR_FRAUD_MAX_OUT_OF_ORDERNESS_MS``), a late transaction
+(``timestamp < watermark``) goes to ``late-events`` and takes no part in the
+stateful rules; the others wait in per-user buffers (`tables.ordered`) until
+the watermark passes them and are then evaluated in ``(timestamp,
+transactionId)`` order by `agents.fraud_rules` (``HIGH_FREQUENCY``,
+``IMPOSSIBLE_TRAVEL``), so the alerts do not depend on arrival order when
+nothing is late. Alerts go to ``fraud-alerts`` keyed by ``userId``.
+
+State (three Faust tables co-partitioned with the input, changelogs
+included): the buffers and the partition's clock (``fraud-pending``), the
+seen ids (``fraud-dedup``) and the per-user rule state (``fraud-users``),
+both expiring in event time with tombstones. A batch's alerts, side outputs,
+changelog records and input offsets commit in one transaction (`Sink`).
+
+The watermark, lateness and the late events' ``sourceTopic``/``sourceOffset``
+are those of the topic the rules read (``fraud-by-user`` when repartitioning).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from typing import Dict, List, Sequence
+
+from faust.types import TP, EventT
+
+from agents.fraud_rules import Alert, FraudRules
+from app.clock import wall_clock_ms
+from app.faust_app import app, partition_log, settings
+from app.metrics import count_fraud_alert
+from app.models import BadEvent, FraudAlert, decode_transaction
+from app.partition_log import PartitionLocks, StallWatch
+from app.sinks import Sender, Sink, future_timestamp, send_dead_letter, send_late_event
+from app.topics import register_repartition_topic, register_table
+from app.windowed import batch_gate, check_watches, consume_in_batches, progress_line
+from tables.engine import Item
+from tables.faust_store import FaustTableStore
+from tables.ordered import OrderedRelease, ReleaseResult
+from tables.state import SourceOffsets
+from tables.ttl import TtlState
+
+PIPELINE = "fraud"
+VIEW = "fraud-rules"
+log = logging.getLogger(__name__)
+
+for _table in ("fraud-pending", "fraud-dedup", "fraud-users"):
+    register_table(_table, per_input=True)
+transactions_topic = app.topic(settings.transactions_topic, key_type=bytes, value_type=bytes,
+                               key_serializer="raw", value_serializer="raw")
+REPARTITION = settings.fraud_repartition == "true"
+if REPARTITION:
+    register_repartition_topic("fraud-by-user")
+    register_table("fraud-forwarded", per_input=True)
+    by_user_topic = app.topic(settings.topic_name("fraud-by-user"), key_type=bytes,
+                              value_type=bytes, key_serializer="raw", value_serializer="raw",
+                              partitions=settings.input_partitions)
+    forwarded_store = FaustTableStore(app.Table("fraud-forwarded",
+                                                partitions=settings.input_partitions))
+    forwarded = SourceOffsets(forwarded_store)
+rules_topic = by_user_topic if REPARTITION else transactions_topic
+RULES_SOURCE = rules_topic.get_topic_name()
+sink = Sink(app, PIPELINE)
+limits = settings.input_limits
+locks = PartitionLocks()
+forward_locks = PartitionLocks()
+
+pending_store = FaustTableStore(app.Table("fraud-pending", partitions=settings.input_partitions))
+dedup_store = FaustTableStore(app.Table("fraud-dedup", partitions=settings.input_partitions))
+users_store = FaustTableStore(app.Table("fraud-users", partitions=settings.input_partitions))
+STORES = (pending_store, dedup_store, users_store)
+ordered = OrderedRelease(settings.fraud_max_out_of_orderness_ms, pending_store,
+                         tie=lambda tx: tx["id"])
+seen_ids = TtlState(settings.fraud_dedup_ttl_ms, dedup_store, setting="WEIR_FRAUD_DEDUP_TTL_MS")
+users = TtlState(settings.fraud_state_ttl_ms, users_store, setting="WEIR_FRAUD_STATE_TTL_MS")
+rules = FraudRules(settings.fraud_large_amount, settings.fraud_frequency_window_ms,
+                   settings.fraud_frequency_max, settings.fraud_max_speed_kmh,
+                   settings.fraud_travel_window_ms)
+counters: Dict[str, int] = defaultdict(int)
+
+
+if REPARTITION:
+    @app.agent(transactions_topic)
+    async def fraud_repartition(stream):
+        """Forward transactions keyed by userId to the rules' topic; bad ones to dead letters."""
+        await consume_in_batches(stream, settings, forward_transactions)
+
+
+async def forward_transactions(partition: int, events: Sequence[EventT]) -> None:
+    async with forward_locks(partition):
+        await _forward_transactions(partition, events)
+
+
+async def _forward_transactions(partition: int, events: Sequence[EventT]) -> None:
+    clock = forwarded.clock(partition)
+    anchor = events[-1]
+    events = await partition_log.contiguous(events, clock.next_offset)
+    if not events:
+        return
+    async with sink.batch(TP(settings.transactions_topic, partition)) as out:
+        horizon_ms = wall_clock_ms() + settings.max_future_skew_ms
+        for event in events:
+            if clock.is_replay(event.message.offset):
+                continue
+            tx = await decode_or_dead_letter(out, event, horizon_ms)
+            if tx is not None:  # partitioned by the key, as the default partitioner does
+                await out.send(RULES_SOURCE, tx.user_id.encode(), event.value)
+        clock.advance_to(events[-1].message.offset + 1)
+        forwarded_store.bind(anchor)
+        forwarded.save(partition)
+        await forwarded_store.flush_changelog(out)
+        out.consumed(anchor.message.tp, events[-1].message.offset + 1, events=len(events))
+
+
+async def decode_or_dead_letter(out: Sender, event: EventT, horizon_ms: int):
+    """The decoded transaction, or None once a dead letter says why not."""
+    try:
+        tx = decode_transaction(event.value, limits)
+    except BadEvent as exc:
+        await send_dead_letter(out, settings.dead_letters_topic, PIPELINE, exc, event,
+                               settings.max_event_bytes)
+        return None
+    if tx.timestamp > horizon_ms:  # must not drag the watermark forward
+        await send_dead_letter(out, settings.dead_letters_topic, PIPELINE, future_timestamp(
+            tx.timestamp, settings.max_future_skew_ms), event, settings.max_event_bytes)
+        return None
+    return tx
+
+
+@app.agent(rules_topic)
+async def fraud_detection(stream):
+    """Consume transactions in batches; each batch is split by source partition."""
+    await consume_in_batches(stream, settings, process_transactions)
+
+
+async def process_transactions(partition: int, events: Sequence[EventT]) -> None:
+    async with locks(partition):  # Faust's batches and catch-up reads, one at a time
+        await _process_transactions(partition, events)
+
+
+async def _process_transactions(partition: int, events: Sequence[EventT]) -> None:
+    clock = ordered.clock(partition)
+    anchor = events[-1]
+    events = await partition_log.contiguous(events, clock.next_offset)
+    if not events:
+        return
+    async with sink.batch(TP(RULES_SOURCE, partition)) as out:
+        # decode and dedup; bad input -> dead letters; LARGE_AMOUNT on arrival
+        items: List[Item[EventT]] = []
+        horizon_ms = wall_clock_ms() + settings.max_future_skew_ms
+        for event in events:
+            if clock.is_replay(event.message.offset):
+                continue
+            tx = await decode_or_dead_letter(out, event, horizon_ms)
+            if tx is None:
+                continue
+            if event.message.key != tx.user_id.encode():
+                if not counters["keyed_not_by_user"]:
+                    log.warning("fraud: %s[%d]@%d is keyed %r, not by its userId %r: the rules "
+                                "see each partition's users apart (set WEIR_FRAUD_REPARTITION=true "
+                                "for such producers)", event.message.topic, partition,
+                                event.message.offset, event.message.key, tx.user_id)
+                counters["keyed_not_by_user"] += 1
+            if seen_ids.get(partition, tx.transaction_id) is not None:
+                counters["duplicates"] += 1
+                continue
+            seen_ids.put(partition, tx.transaction_id, 1, tx.timestamp)
+            value = {"id": tx.transaction_id, "user": tx.user_id, "amount": tx.amount,
+                     "location": tx.location, "ts": tx.timestamp, "lat": tx.lat, "lon": tx.lon}
+            large = rules.large_amount_alert(value)
+            if large:
+                await send_alert(out, large)
+            items.append(Item(event.message.offset, tx.timestamp, value, event, key=tx.user_id))
+        # rules: late ones aside, the others in event-time order once the watermark passes them
+        for store in STORES:
+            store.bind(anchor)
+        result = ordered.process(partition, items, next_offset=events[-1].message.offset + 1,
+                                 now_ms=wall_clock_ms())
+        for late in result.late:
+            counters["late"] += 1
+            await send_late_event(out, settings.late_events_topic, PIPELINE, VIEW, late)
+        # sink: alerts, then the state of the batch
+        await evaluate_and_publish(out, partition, result)
+        out.consumed(anchor.message.tp, events[-1].message.offset + 1, events=len(events))
+
+
+async def evaluate_and_publish(out: Sender, partition: int, result: ReleaseResult) -> None:
+    """Run the ordered rules on the released transactions, expire old state, send it all."""
+    by_user: Dict[str, List[dict]] = defaultdict(list)
+    for r in result.released:
+        by_user[r.key].append(r.value)
+    for user, txs in by_user.items():
+        state, alerts = rules.evaluate(users.get(partition, user), txs)
+        users.put(partition, user, state, txs[-1]["ts"])
+        for alert in alerts:
+            await send_alert(out, alert)
+    counters["evaluated"] += len(result.released)
+    seen_ids.expire(partition, result.watermark_ms)
+    users.expire(partition, result.watermark_ms)
+    seen_ids.flush(partition)
+    users.flush(partition)
+    for store in STORES:
+        await store.flush_changelog(out)
+
+
+async def send_alert(out: Sender, alert: Alert) -> None:
+    counters[alert["type"]] += 1
+    record = FraudAlert(detectedAt=wall_clock_ms(), **alert)
+    await out.send(settings.fraud_alerts_topic, alert["userId"].encode(), record.asdict())
+    count_fraud_alert(alert["type"], out)
+
+
+@app.timer(interval=1.0)
+async def fraud_idle_tick() -> None:
+    """Idle partitions: event time follows the wall clock, so buffered transactions go out."""
+    async def tick() -> None:
+        now_ms = wall_clock_ms()
+        for partition in ordered.partitions():
+            if not pending_store.is_bound(partition):
+                continue  # no batch of it on this worker yet: nowhere to write
+            async with locks(partition):
+                async with sink.batch(TP(RULES_SOURCE, partition)) as out:
+                    result = ordered.advance_idle(partition, now_ms, settings.idle_timeout_ms)
+                    if result.watermark_ms is not None:
+                        await evaluate_and_publish(out, partition, result)
+
+    if settings.idle_advance == "true" and not batch_gate.closed:
+        await batch_gate.run([], tick)
+
+
+@app.task
+async def fraud_announce() -> None:
+    log.info("fraud: rules read %s%s; watermark delay %d ms; LARGE_AMOUNT > %g, HIGH_FREQUENCY "
+             "> %d in %d ms, IMPOSSIBLE_TRAVEL > %g km/h or another place within %d ms",
+             RULES_SOURCE, f" (re-keyed by userId from {settings.transactions_topic})"
+             if REPARTITION else "", settings.fraud_max_out_of_orderness_ms,
+             settings.fraud_large_amount, settings.fraud_frequency_max,
+             settings.fraud_frequency_window_ms, settings.fraud_max_speed_kmh,
+             settings.fraud_travel_window_ms)
+
+
+@app.timer(interval=10.0)
+async def fraud_progress() -> None:
+    line = progress_line(PIPELINE, ordered, app, RULES_SOURCE)
+    buffered = sum(ordered.buffered(p) for p in ordered.partitions())
+    log.info("%s; %d buffered; %s", line, buffered,
+             ", ".join(f"{k} {v}" for k, v in sorted(counters.items())) or "no transaction yet")
+
+
+watches = [StallWatch(app, RULES_SOURCE, partition_log, lambda p: ordered.clock(p).next_offset,
+                      process_transactions)]
+if REPARTITION:
+    watches.append(StallWatch(app, settings.transactions_topic, partition_log,
+                              lambda p: forwarded.clock(p).next_offset, forward_transactions))
+
+
+@app.timer(interval=2.0)
+async def fraud_stall_watch() -> None:
+    """Partitions Faust's stream stopped delivering are read from the broker."""
+    await check_watches(watches)
+
+
+@app.on_partitions_revoked.connect
+async def forget_revoked(app, revoked, **kwargs) -> None:
+    """State of partitions this worker lost is reloaded from the tables if they return."""
+    for tp in revoked:
+        if tp.topic == RULES_SOURCE:
+            for cache in (ordered, seen_ids, users):
+                cache.forget(tp.partition)
+            for store in STORES:
+                store.forget(tp.partition)
+        if REPARTITION and tp.topic == settings.transactions_topic:
+            forwarded.forget(tp.partition)
+            forwarded_store.forget(tp.partition)

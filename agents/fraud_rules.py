@@ -1,0 +1,135 @@
+"""The fraud rules as pure functions over one user's state (no Kafka, no Faust).
+
+A transaction here is a JSON-able dict ``{"id", "user", "amount", "location",
+"ts", "lat", "lon"}`` (``lat``/``lon`` both numbers or both None). The rules:
+
+- ``LARGE_AMOUNT`` (`FraudRules.large_amount`): ``amount > large_amount``;
+  checked on arrival for every transaction that is not a duplicate.
+- ``HIGH_FREQUENCY`` and ``IMPOSSIBLE_TRAVEL`` (`FraudRules.evaluate`): fed a
+  user's non-late transactions in ``(ts, id)`` order (`tables.ordered`
+  releases them so). For a transaction T::
+
+      frequency window W = 60 s, max 5
+      count = the user's transactions with ts in (T.ts - W, T.ts]   (ties after T included)
+      count > 5 -> HIGH_FREQUENCY, then none for that user while ts < T.ts + W
+
+      P = the user's previous transaction in (ts, id) order
+      both with lat/lon: speed = haversine(P, T) / (T.ts - P.ts) > max km/h -> alert
+                         (0 ms apart and distance > 0: infinite speed; distance 0: never)
+      otherwise:        P.location != T.location and T.ts - P.ts < travel window -> alert
+
+The user state is bounded: the times of the last ``max + 1`` transactions
+within the frequency window (enough to decide ``count > max``; so ``count``
+is reported up to ``max + 1``), the previous transaction, and the time of the
+last HIGH_FREQUENCY alert.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from tables.errors import ConfigError
+
+EARTH_RADIUS_KM = 6371.0088
+Tx = Dict[str, Any]
+UserState = Dict[str, Any]  # {"recent": [ts, ...], "prev": Tx or None, "hfAlertTs": int or None}
+Alert = Dict[str, Any]
+
+
+def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle distance between two points given in degrees."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(h)))
+
+
+@dataclass(frozen=True)
+class FraudRules:
+    """Thresholds of the rules; see the module docstring for what each means."""
+
+    large_amount: float = 10_000.0
+    frequency_window_ms: int = 60_000
+    frequency_max: int = 5
+    max_speed_kmh: float = 900.0
+    travel_window_ms: int = 60_000
+
+    def __post_init__(self) -> None:
+        for name in ("frequency_window_ms", "frequency_max", "travel_window_ms"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"{name} must be an integer > 0, got {value!r}")
+        if not self.max_speed_kmh > 0 or not math.isfinite(self.max_speed_kmh):
+            raise ConfigError(f"max_speed_kmh must be a finite number > 0, got {self.max_speed_kmh!r}")
+        if not self.large_amount >= 0 or not math.isfinite(self.large_amount):
+            raise ConfigError(f"large_amount must be a finite number >= 0, got {self.large_amount!r}")
+
+    def large_amount_alert(self, tx: Tx) -> Optional[Alert]:
+        if tx["amount"] > self.large_amount:
+            return _alert("LARGE_AMOUNT", tx, amount=tx["amount"], threshold=self.large_amount)
+        return None
+
+    def evaluate(self, state: Optional[UserState],
+                 txs: Sequence[Tx]) -> Tuple[UserState, List[Alert]]:
+        """Apply the ordered rules to ``txs`` (one user's, in ``(ts, id)`` order, all after
+        the ones ``state`` has seen); return the new state and the alerts in order."""
+        state = {"recent": [], "prev": None, "hfAlertTs": None} if state is None else {
+            "recent": list(state["recent"]), "prev": state["prev"], "hfAlertTs": state["hfAlertTs"]}
+        alerts: List[Alert] = []
+        added = 0  # txs[:added] are in state["recent"]
+        for i, tx in enumerate(txs):
+            while added < len(txs) and txs[added]["ts"] == tx["ts"]:  # ties count for T too
+                state["recent"].append(txs[added]["ts"])
+                added += 1
+            added = max(added, i + 1)
+            self._trim(state, tx["ts"])
+            alert = self._frequency(state, tx)
+            if alert:
+                alerts.append(alert)
+            alert = self._travel(state["prev"], tx)
+            if alert:
+                alerts.append(alert)
+            state["prev"] = tx
+        return state, alerts
+
+    def _trim(self, state: UserState, ts: int) -> None:
+        """Keep the times in ``(ts - window, ts]``, the newest ``max + 1`` of them."""
+        recent = [t for t in state["recent"] if t > ts - self.frequency_window_ms]
+        state["recent"] = recent[-(self.frequency_max + 1):]
+
+    def _frequency(self, state: UserState, tx: Tx) -> Optional[Alert]:
+        count = len(state["recent"])
+        if count <= self.frequency_max:
+            return None
+        last = state["hfAlertTs"]
+        if last is not None and tx["ts"] < last + self.frequency_window_ms:
+            return None  # once per burst
+        state["hfAlertTs"] = tx["ts"]
+        return _alert("HIGH_FREQUENCY", tx, count=count, windowMs=self.frequency_window_ms)
+
+    def _travel(self, prev: Optional[Tx], tx: Tx) -> Optional[Alert]:
+        if prev is None:
+            return None
+        apart_ms = tx["ts"] - prev["ts"]
+        details = dict(fromLocation=prev["location"], toLocation=tx["location"],
+                       previousTransactionId=prev["id"], timeApartMs=apart_ms,
+                       distanceKm=None, speedKmh=None)
+        if None not in (prev["lat"], prev["lon"], tx["lat"], tx["lon"]):
+            km = haversine_km(prev["lat"], prev["lon"], tx["lat"], tx["lon"])
+            if km == 0:
+                return None
+            speed = math.inf if apart_ms == 0 else km / (apart_ms / 3_600_000)
+            if speed <= self.max_speed_kmh:
+                return None
+            details.update(distanceKm=km, speedKmh=None if math.isinf(speed) else speed)
+            return _alert("IMPOSSIBLE_TRAVEL", tx, **details)
+        if prev["location"] != tx["location"] and apart_ms < self.travel_window_ms:
+            return _alert("IMPOSSIBLE_TRAVEL", tx, **details)
+        return None
+
+
+def _alert(kind: str, tx: Tx, **details: Any) -> Alert:
+    return {"alertId": f"{kind}:{tx['id']}", "type": kind, "userId": tx["user"],
+            "transactionId": tx["id"], "timestamp": tx["ts"], **details}

@@ -1,0 +1,178 @@
+"""Per-key buffers released in event-time order once the watermark passes them.
+
+Per source partition the watermark is the highest event time seen minus the
+allowed out-of-orderness (none before the first event). An event with
+``ts < watermark`` when it arrives is *late*: handed back, never buffered.
+Every other event is buffered under its key until the watermark passes it
+(``ts < watermark``), then released. Released events come out in
+``(ts, tie, key)`` order, ``tie`` being a value the caller derives from the
+event (an id), so the releases do not depend on arrival order::
+
+    out-of-orderness 5 s, one key
+    ts=10s "b" -> buffered                        watermark  5s
+    ts=10s "a" -> buffered                        watermark  5s
+    ts= 8s "c" -> buffered (8s >= 5s)             watermark  5s
+    ts=16s "d" -> buffered; watermark 11s: releases c@8s, a@10s, b@10s
+    ts= 9s "e" -> late (9s < 11s)
+
+An event that is not late has ``ts >= watermark``, so it is after every event
+already released: per key, the releases are exactly the non-late events in
+``(ts, tie)`` order. Releasing once per batch (at its end) gives the same
+releases as releasing after every event.
+
+With idle advance, a partition that received nothing for ``idle_timeout_ms``
+of wall-clock time lets its highest event time grow with the wall clock from
+then on (as the window engine does), so the last buffered events are released.
+
+State per partition: the clock (watermark, next source offset) as the meta,
+and per key its buffered events ``[ts, tie, value]``; a key whose buffer
+empties is deleted (a tombstone).
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+
+from tables.engine import Item, LateItem, S
+from tables.errors import WeirError
+from tables.state import Entries, Meta, PartitionCache, PartitionClock, PartitionStore
+from tables.watermark import BoundedOutOfOrderness
+
+
+@dataclass(frozen=True)
+class Released:
+    """A buffered event the watermark has passed: its key, event time, tie and value."""
+
+    key: str
+    ts_ms: int
+    tie: str
+    value: Any
+
+
+@dataclass
+class ReleaseResult:
+    """What one batch (or idle tick) produced: late events, then releases in order."""
+
+    late: List[LateItem] = field(default_factory=list)
+    released: List[Released] = field(default_factory=list)
+    skipped: int = 0
+    watermark_ms: Optional[int] = None
+
+
+@dataclass
+class _PartitionBuffers:
+    clock: PartitionClock
+    buffers: Dict[str, List[List[Any]]]  # key -> [[ts, tie, value], ...]
+    heap: List[Tuple[int, str, str]] = field(default_factory=list)  # (ts, tie, key)
+    last_event_wall_ms: Optional[int] = None
+    max_event_at_last_event: Optional[int] = None
+
+
+class OrderedRelease(PartitionCache[_PartitionBuffers]):
+    """Buffers keyed events per source partition; releases them in event-time order."""
+
+    def __init__(self, max_out_of_orderness_ms: int, store: PartitionStore,
+                 tie: Callable[[Any], str] = lambda value: "") -> None:
+        BoundedOutOfOrderness(max_out_of_orderness_ms)  # validates the setting
+        super().__init__(store)
+        self.max_out_of_orderness_ms = max_out_of_orderness_ms
+        self.tie = tie
+
+    def _load(self, partition: int, meta: Meta, entries: Entries) -> _PartitionBuffers:
+        clock = PartitionClock.from_meta(meta, self.max_out_of_orderness_ms)
+        state = _PartitionBuffers(clock, {k: list(v) for k, v in entries.items()})
+        state.heap = [(ts, tie, key) for key, listed in state.buffers.items()
+                      for ts, tie, _ in listed]
+        heapq.heapify(state.heap)
+        return state
+
+    def clock(self, partition: int) -> PartitionClock:
+        return self._state(partition).clock
+
+    def buffered(self, partition: int) -> int:
+        """How many events wait in the partition's buffers."""
+        return len(self._state(partition).heap)
+
+    def process(self, partition: int, items: Sequence[Item[S]], next_offset: Optional[int] = None,
+                now_ms: Optional[int] = None) -> ReleaseResult:
+        """Buffer a batch of one partition's keyed events (in offset order), release what
+        the watermark passed. ``now_ms`` (wall clock) is what idle advance counts from."""
+        state = self._state(partition)
+        clock = state.clock
+        wm = clock.watermark
+        result = ReleaseResult()
+        changed: Set[str] = set()
+        offset_before = clock.next_offset
+        for item in items:
+            if item.key is None:
+                raise WeirError(f"ordered events need a key; offset {item.offset} has none")
+            if clock.is_replay(item.offset):
+                result.skipped += 1
+                continue
+            clock.next_offset = item.offset + 1
+            watermark = wm.watermark_ms
+            if watermark is not None and item.ts_ms < watermark:
+                result.late.append(LateItem(item, item.ts_ms, item.ts_ms + 1, watermark))
+                continue
+            tie = self.tie(item.value)
+            state.buffers.setdefault(item.key, []).append([item.ts_ms, tie, item.value])
+            heapq.heappush(state.heap, (item.ts_ms, tie, item.key))
+            changed.add(item.key)
+            wm.observe(item.ts_ms)
+        if items and now_ms is not None:
+            state.last_event_wall_ms = now_ms
+            state.max_event_at_last_event = wm.max_event_ms
+        clock.advance_to(next_offset)
+        self._release(state, result, changed)
+        if clock.next_offset != offset_before or changed:
+            self._save(partition, state, changed)
+        result.watermark_ms = wm.watermark_ms
+        return result
+
+    def advance_idle(self, partition: int, now_ms: int, idle_timeout_ms: int) -> ReleaseResult:
+        """Let event time follow the wall clock on a partition idle for ``idle_timeout_ms``."""
+        state = self._state(partition)
+        result = ReleaseResult()
+        if state.last_event_wall_ms is None:  # nothing seen since this worker took it
+            state.last_event_wall_ms = now_ms
+            state.max_event_at_last_event = state.clock.watermark.max_event_ms
+        idle_ms = now_ms - state.last_event_wall_ms - idle_timeout_ms
+        base = state.max_event_at_last_event
+        wm = state.clock.watermark
+        if idle_ms <= 0 or base is None or base + idle_ms <= (wm.max_event_ms or base):
+            return result
+        wm.observe(base + idle_ms)
+        changed: Set[str] = set()
+        self._release(state, result, changed)
+        self._save(partition, state, changed)
+        result.watermark_ms = wm.watermark_ms
+        return result
+
+    def _release(self, state: _PartitionBuffers, result: ReleaseResult,
+                 changed: Set[str]) -> None:
+        """Pop, in ``(ts, tie, key)`` order, every buffered event with ``ts < watermark``."""
+        watermark = state.clock.watermark.watermark_ms
+        heap = state.heap
+        taken: Dict[str, int] = {}
+        while watermark is not None and heap and heap[0][0] < watermark:
+            ts, tie, key = heapq.heappop(heap)
+            taken[key] = taken.get(key, 0) + 1
+        released = []
+        for key, n in taken.items():
+            listed = sorted(state.buffers[key], key=lambda e: (e[0], e[1]))
+            released += [Released(key, ts, tie, value) for ts, tie, value in listed[:n]]
+            rest = listed[n:]
+            if rest:
+                state.buffers[key] = rest
+            else:
+                del state.buffers[key]
+            changed.add(key)
+        released.sort(key=lambda r: (r.ts_ms, r.tie, r.key))
+        result.released += released
+
+    def _save(self, partition: int, state: _PartitionBuffers, changed: Set[str]) -> None:
+        updated = {key: state.buffers[key] for key in changed if key in state.buffers}
+        deleted = [key for key in changed if key not in state.buffers]
+        self.store.save(partition, state.clock.to_meta(), updated, deleted)
