@@ -94,3 +94,9 @@ app = WeirApp(
     web_tables_enabled=settings.web_tables_enabled == "true",
 )
 monitoring.install(app, settings)
+
+if settings.dashboard_enabled == "true":
+    from app.web import install as install_dashboard
+
+    #: the live dashboard at /dashboard (reads the output topics; app/web.py)
+    dashboard = install_dashboard(app, settings)

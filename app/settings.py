@@ -330,6 +330,26 @@ SPECS: Dict[str, Spec] = {
         "WEIR_KAFKA_SSL_CHECK_HOSTNAME", "true", _bool,
         "Check that the broker's certificate names its host (SSL, SASL_SSL).",
     ),
+    "dashboard_enabled": Spec(
+        "WEIR_DASHBOARD_ENABLED", "true", _choice("true", "false"),
+        "Serve the live dashboard at /dashboard on the worker's web server (it reads the "
+        "output topics with its own consumer).",
+    ),
+    "dashboard_history_ms": Spec(
+        "WEIR_DASHBOARD_HISTORY_MS", "3600000", _int(60_000),
+        "History the dashboard keeps and shows, ms (>= 60000): windows of the last this "
+        "much event time, late events, dead letters and fraud alerts of the last this much "
+        "wall-clock time.",
+    ),
+    "dashboard_push_interval_ms": Spec(
+        "WEIR_DASHBOARD_PUSH_INTERVAL_MS", "1000", _int(100, 60_000),
+        "How often the dashboard pushes changes to open pages, ms (100..60000).",
+    ),
+    "dashboard_lag_interval_ms": Spec(
+        "WEIR_DASHBOARD_LAG_INTERVAL_MS", "5000", _int(500),
+        "How often the dashboard asks the broker for the consumer lag of the input topics, "
+        "ms (>= 500).",
+    ),
 }
 
 
@@ -395,6 +415,10 @@ class Settings:
     kafka_ssl_certfile: str
     kafka_ssl_keyfile: str
     kafka_ssl_check_hostname: bool
+    dashboard_enabled: str
+    dashboard_history_ms: int
+    dashboard_push_interval_ms: int
+    dashboard_lag_interval_ms: int
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the project needs on a fresh machine: Java 17 + Maven (for the
-# local Kafka broker), Prometheus and openssl (for the metrics and TLS tests), via
-# apt-get when missing and allowed, and a Python venv with Weir and its test
-# extras. Safe to run again; it only adds what is missing.
+# local Kafka broker), Prometheus and openssl (for the metrics and TLS tests) and
+# Chromium (for the dashboard test), via apt-get when missing and allowed, and a
+# Python venv with Weir and its test extras. Safe to run again; it only adds what
+# is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,8 @@ command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)  # test certificates
+# headless Chromium for the dashboard's browser test (driven by Playwright, no browser download)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     echo "bootstrap: installing ${need_apt[*]} with apt-get"

@@ -29,7 +29,7 @@ trap cleanup EXIT INT TERM
 
 weir worker -l info >"$logs/worker.log" 2>&1 &
 pids+=($!)
-echo "demo: worker started (log: $logs/worker.log, web: http://127.0.0.1:${WEIR_WEB_PORT:-6066})"
+echo "demo: worker started (log: $logs/worker.log, live dashboard: http://127.0.0.1:${WEIR_WEB_PORT:-6066}/dashboard)"
 # Event time runs 40x faster than the wall clock, so a 60 s window closes every ~1.5 s.
 # It starts in the past and reaches the present at the end (events ahead of the
 # wall clock by more than WEIR_MAX_FUTURE_SKEW_MS would be dead letters).
