@@ -65,7 +65,7 @@ def late_identity(m):
 
 def check(outputs) -> Tally:
     """Duplicates and losses of one cycle's outputs against the oracles."""
-    order_inputs, view_inputs, expected, order_dead, metrics, view_outputs = outputs
+    order_inputs, view_inputs, expected, order_dead, metrics, view_outputs, _ = outputs
     page_metrics, sessions, late, dead = view_outputs
     tally = Tally(events_in=len(order_inputs) + len(view_inputs),
                   outputs=len(metrics) + sum(len(x) for x in view_outputs))

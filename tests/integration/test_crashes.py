@@ -1,11 +1,12 @@
 """Hard crashes (kill -9) while every pipeline streams: outputs stay exactly the oracle's.
 
-Orders and pageviews stream in together; the worker is killed at random
+Orders, pageviews and (in the single-worker test) transactions stream in
+together; the worker is killed at random
 moments (the seed is printed; set WEIR_TEST_SEED to replay one), restarted
 with its data dir kept or deleted, killed again, and a last worker finishes
 the input. Read with ``read_committed``, every output topic must equal the
-batch oracles exactly: no window, session, late event or dead letter missing
-or doubled.
+batch oracles exactly: no window, session, fraud alert, late event or dead
+letter missing or doubled.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 
 import pytest
 
+from tests.integration import test_fraud_pipeline as fraud
 from tests.integration import test_orders_pipeline as orders
 from tests.integration import test_pageviews_pipeline as pageviews
 from tests.integration.both_pipelines import (assert_both_exact, read_both_pipelines,
@@ -34,13 +36,16 @@ async def test_kill_9_mid_stream_and_restart_leaves_every_output_exact(
     seed = int(os.environ.get("WEIR_TEST_SEED", time.time_ns() % 1_000_000))
     print(f"kill schedule seed: {seed} (WEIR_TEST_SEED={seed} replays it)")
     rnd = random.Random(seed)
-    env = {**pageviews.pageview_env(pipeline_env), "WEIR_CONSUMER_SESSION_TIMEOUT_MS": "6000"}
+    env = {**fraud.fraud_env(pageviews.pageview_env(pipeline_env)),
+           "WEIR_CONSUMER_SESSION_TIMEOUT_MS": "6000"}
     servers = env["KAFKA_BOOTSTRAP_SERVERS"]
     order_body, order_flush = split_flush(orders.fixed_input(seed=31), b'"flush-')
     view_body, view_flush = split_flush(pageviews.fixed_input(seed=37), b'"flush-')
+    tx_body, tx_flush = split_flush(fraud.fixed_input(seed=39), b'"flush-')
     producing = asyncio.gather(
         stream_slowly(servers, env["WEIR_TOPIC_ORDERS"], order_body),
-        stream_slowly(servers, env["WEIR_TOPIC_PAGEVIEWS"], view_body))
+        stream_slowly(servers, env["WEIR_TOPIC_PAGEVIEWS"], view_body),
+        stream_slowly(servers, env["WEIR_TOPIC_TRANSACTIONS"], tx_body))
 
     worker = Worker(env, tmp_path / "worker-1.log").start()
     await read_topic(servers, env["WEIR_TOPIC_ORDER_METRICS"], 1, timeout_s=90, settle_s=0)
@@ -58,14 +63,16 @@ async def test_kill_9_mid_stream_and_restart_leaves_every_output_exact(
     await producing
     await produce(servers, env["WEIR_TOPIC_ORDERS"], order_flush)
     await produce(servers, env["WEIR_TOPIC_PAGEVIEWS"], view_flush)
+    await produce(servers, env["WEIR_TOPIC_TRANSACTIONS"], tx_flush)
     worker = Worker(env, tmp_path / "worker-3.log").start()
     try:
         outputs = await read_both_pipelines(env, len(order_body) + len(order_flush),
-                                            len(view_body) + len(view_flush))
+                                            len(view_body) + len(view_flush),
+                                            len(tx_body) + len(tx_flush))
         worker.assert_running()
     finally:
         worker.stop()
-    assert_both_exact(outputs)
+    assert_both_exact(outputs, env)
 
 
 async def test_two_workers_one_killed_then_a_third_joins_outputs_stay_exact(pipeline_env, tmp_path):

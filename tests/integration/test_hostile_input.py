@@ -58,7 +58,7 @@ async def test_every_hostile_payload_is_a_dead_letter_with_its_reason_and_change
     finally:
         worker.stop()
     assert_both_exact(outputs)  # windows, sessions, late events and dead letters
-    dead = [json.loads(r.value) for r in outputs[-1][3]]
+    dead = [json.loads(r.value) for r in outputs[5][3]]
     reasons = {(d["pipeline"], d["reason"]) for d in dead}
     assert {("orders", r) for _, r in HOSTILE_ORDERS} <= reasons
     assert {("pageviews", r) for _, r in HOSTILE_PAGEVIEWS} <= reasons
