@@ -7,7 +7,9 @@ ahead that closes them all). Each subject starts cold as its own process:
 - **weir**: ``weir worker`` (exactly-once, strict event time), global windows;
 - **quix**: Quix Streams, the same tumbling count/sum/avg, exactly-once, ``.final()``
   (per-partition windows: Quix aggregates per key);
-- **ceiling**: aiokafka ``getmany`` + orjson + a dict: what Python can do at best.
+- **ceiling**: aiokafka ``getmany`` + orjson + a dict: what Python can do at best;
+- **weir-pageviews**: ``weir worker`` on N pageviews of its own (5,000 sessions, 37 pages):
+  tumbling and hopping windows and sessions, timed to the last tumbling window (no peer).
 
 Throughput is events / seconds from the subject being ready (Weir: "Worker
 ready"; Quix: "now processing incoming messages"; the ceiling: its first record) to
@@ -87,8 +89,28 @@ async def create_topic(servers: str, name: str, partitions: int) -> None:
         await admin.close()
 
 
-async def produce_orders(servers: str, topic: str, events: int, partitions: int,
-                         say: Callable[[str], None]) -> None:
+def pageview(i: int, partitions: int) -> Tuple[int, bytes, bytes]:
+    session = i % 5000  # a session's pageviews share its key, hence its partition
+    p = session % partitions
+    value = orjson.dumps({"sessionId": f"s{session}", "userId": None, "page": f"/p{i % 37}",
+                          "referrer": None, "timestamp": T0 + i, "userAgent": "bench"})
+    return p, f"s{session}".encode(), value
+
+
+def closing_event(kind: str, p: int, events: int) -> Tuple[int, bytes, bytes]:
+    """One event per partition far ahead in event time: it closes every window and session."""
+    ts = T0 + events + 100 * WINDOW_MS
+    if kind == "orders":
+        value = {"orderId": f"end-{p}", "userId": "u", "amount": 0.0, "timestamp": ts,
+                 "productId": "p"}
+    else:
+        value = {"sessionId": f"end-{p}", "page": "/", "timestamp": ts}
+    return p, f"k{p}".encode(), orjson.dumps(value)
+
+
+async def produce_events(servers: str, topic: str, events: int, partitions: int,
+                         say: Callable[[str], None], kind: str = "orders") -> None:
+    make = order if kind == "orders" else pageview
     producer = AIOKafkaProducer(bootstrap_servers=servers, linger_ms=20,
                                 max_batch_size=512 * 1024, acks=1)
     await producer.start()
@@ -96,22 +118,20 @@ async def produce_orders(servers: str, topic: str, events: int, partitions: int,
     try:
         pending = []
         for i in range(events):
-            p, key, value = order(i, partitions)
+            p, key, value = make(i, partitions)
             pending.append(await producer.send(topic, value, key=key, partition=p))
             if len(pending) >= 20_000:
                 await asyncio.gather(*pending)
                 pending = []
             if i and i % 200_000 == 0:
                 say(f"  produced {i:,} / {events:,}")
-        for p in range(partitions):  # closes every window: far ahead in event time
-            pending.append(await producer.send(topic, orjson.dumps({
-                "orderId": f"end-{p}", "userId": "u", "amount": 0.0,
-                "timestamp": T0 + events + 100 * WINDOW_MS, "productId": "p"}),
-                key=f"k{p}".encode(), partition=p))
+        for p in range(partitions):
+            p, key, value = closing_event(kind, p, events)
+            pending.append(await producer.send(topic, value, key=key, partition=p))
         await asyncio.gather(*pending)
     finally:
         await producer.stop()
-    say(f"  produced {events:,} orders in {time.monotonic() - started:.1f} s")
+    say(f"  produced {events:,} {kind} in {time.monotonic() - started:.1f} s")
 
 
 class Process:
@@ -154,7 +174,8 @@ class Process:
 
 
 async def read_windows(servers: str, topic: str, want: int, key_of: Callable[[dict], object],
-                       timeout_s: float) -> Tuple[float, Dict[object, dict]]:
+                       timeout_s: float, keep: Callable[[dict], bool] = lambda m: True,
+                       ) -> Tuple[float, Dict[object, dict]]:
     """Read ``topic`` (read_committed) until ``want`` distinct windows; return the wall time
     the last one arrived and the windows."""
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=servers, auto_offset_reset="earliest",
@@ -170,7 +191,8 @@ async def read_windows(servers: str, topic: str, want: int, key_of: Callable[[di
             for records in (await consumer.getmany(timeout_ms=100)).values():
                 for r in records:
                     m = orjson.loads(r.value)
-                    windows[key_of(m, r)] = m
+                    if keep(m):
+                        windows[key_of(m, r)] = m
         return time.time(), windows
     finally:
         await consumer.stop()
@@ -182,31 +204,60 @@ def matches(got: Dict, want: Dict) -> bool:
         for k, (n, s) in want.items())
 
 
-async def bench_weir(servers: str, topic: str, events: int, partitions: int, exp: Expected,
-                     work: Path, timeout_s: float) -> Result:
+def weir_env(servers: str, partitions: int, work: Path, **topics: str) -> Dict[str, str]:
     suffix = uuid.uuid4().hex[:6]
     env = {"KAFKA_BOOTSTRAP_SERVERS": servers, "WEIR_APP_ID": f"weir-bench-{suffix}",
-           "WEIR_TOPIC_ORDERS": topic, "WEIR_TOPIC_ORDER_METRICS": f"bench-order-metrics-{suffix}",
-           "WEIR_TOPIC_PAGEVIEWS": f"bench-pageviews-{suffix}",
-           "WEIR_TOPIC_PAGEVIEW_METRICS": f"bench-pageview-metrics-{suffix}",
-           "WEIR_TOPIC_USER_SESSIONS": f"bench-user-sessions-{suffix}",
-           "WEIR_TOPIC_LATE_EVENTS": f"bench-late-{suffix}",
-           "WEIR_TOPIC_DEAD_LETTERS": f"bench-dead-{suffix}",
            "WEIR_INPUT_PARTITIONS": str(partitions), "WEIR_IDLE_ADVANCE": "false",
            "WEIR_DATA_DIR": str(work / "weir-data"), "WEIR_WEB_PORT": str(free_port())}
+    for name in ("ORDERS", "ORDER_METRICS", "PAGEVIEWS", "PAGEVIEW_METRICS", "USER_SESSIONS",
+                 "TRANSACTIONS", "FRAUD_ALERTS", "LATE_EVENTS", "DEAD_LETTERS"):
+        env[f"WEIR_TOPIC_{name}"] = topics.get(name.lower(), f"bench-{name.lower()}-{suffix}")
+    return env
+
+
+async def run_weir(env: Dict[str, str], log_path: Path, out_topic: str, want: int,
+                   key_of, keep, timeout_s: float):
+    """Start a cold worker; return (seconds from ready to the last window, windows, RSS, CPU)."""
     weir = os.path.join(os.path.dirname(sys.executable), "weir")
-    proc = Process([weir, "worker", "-l", "info"], env, work / "weir.log")
+    proc = Process([weir, "worker", "-l", "info"], env, log_path)
     try:
         ready = await proc.wait_for_log(r"Worker ready", 180)
-        done, windows = await read_windows(
-            servers, env["WEIR_TOPIC_ORDER_METRICS"], len(exp.global_windows),
-            lambda m, r: m["windowStart"], timeout_s)
+        done, windows = await read_windows(env["KAFKA_BOOTSTRAP_SERVERS"], out_topic, want,
+                                           key_of, timeout_s, keep)
         peak, cpu = proc.stats()
     finally:
         proc.stop()
-    seconds = done - ready
+    return done - ready, windows, peak, cpu
+
+
+async def bench_weir(servers: str, topic: str, events: int, partitions: int, exp: Expected,
+                     work: Path, timeout_s: float) -> Result:
+    env = weir_env(servers, partitions, work, orders=topic)
+    seconds, windows, peak, cpu = await run_weir(
+        env, work / "weir.log", env["WEIR_TOPIC_ORDER_METRICS"], len(exp.global_windows),
+        lambda m, r: m["windowStart"], lambda m: True, timeout_s)
     return Result("weir", events, seconds, events / seconds, peak, cpu, len(windows),
                   matches(windows, exp.global_windows), "exactly_once, merged across partitions")
+
+
+async def bench_weir_pageviews(servers: str, events: int, partitions: int, work: Path,
+                               timeout_s: float, say: Callable[[str], None]) -> Result:
+    """Weir's pageview pipeline on its own input: tumbling and hopping windows and sessions;
+    timed to the last tumbling window, whose page views are checked."""
+    topic = f"bench-pageviews-in-{uuid.uuid4().hex[:6]}"
+    await create_topic(servers, topic, partitions)
+    await produce_events(servers, topic, events, partitions, say, kind="pageviews")
+    want: Dict[int, int] = {}
+    for i in range(events):
+        start = (T0 + i) // WINDOW_MS * WINDOW_MS
+        want[start] = want.get(start, 0) + 1
+    env = weir_env(servers, partitions, work, pageviews=topic)
+    seconds, windows, peak, cpu = await run_weir(
+        env, work / "weir-pageviews.log", env["WEIR_TOPIC_PAGEVIEW_METRICS"], len(want),
+        lambda m, r: m["windowStart"], lambda m: m["window"] == "tumbling", timeout_s)
+    correct = {k: m["pageViews"] for k, m in windows.items()} == want
+    return Result("weir-pageviews", events, seconds, events / seconds, peak, cpu, len(windows),
+                  correct, "tumbling + hopping windows and sessions, merged exactly")
 
 
 async def bench_quix(servers: str, topic: str, events: int, exp: Expected, work: Path,
@@ -259,11 +310,12 @@ def table(results: List[Result]) -> str:
     lines = ["| subject | events/s | seconds | peak RSS MB | CPU s | windows | correct | vs weir |",
              "|---|---:|---:|---:|---:|---:|---|---:|"]
     for r in results:
-        ratio = by["weir"].events_per_s / r.events_per_s if "weir" in by else float("nan")
+        ratio = (f"weir/{r.subject} = {by['weir'].events_per_s / r.events_per_s:.2f}"
+                 if "weir" in by and r.subject in ("quix", "ceiling") else "-")
         lines.append(f"| {r.subject} | {r.events_per_s:,.0f} | {r.seconds:.1f} | "
                      f"{'-' if r.peak_rss_mb is None else f'{r.peak_rss_mb:.0f}'} | "
                      f"{'-' if r.cpu_s is None else f'{r.cpu_s:.1f}'} | {r.windows} | "
-                     f"{'yes' if r.correct else 'NO'} | weir/{r.subject} = {ratio:.2f} |")
+                     f"{'yes' if r.correct else 'NO'} | {ratio} |")
     return "\n".join(lines)
 
 
@@ -276,7 +328,7 @@ async def run(servers: str, events: int, partitions: int, subjects: List[str],
     say(f"bench: {events:,} orders in {partitions} partitions of {topic} on {servers}; "
         f"logs in {work}")
     await create_topic(servers, topic, partitions)
-    await produce_orders(servers, topic, events, partitions, say)
+    await produce_events(servers, topic, events, partitions, say)
     exp = expected_windows(events, partitions)
     results: List[Result] = []
     for subject in subjects:
@@ -287,8 +339,10 @@ async def run(servers: str, events: int, partitions: int, subjects: List[str],
             result = await bench_quix(servers, topic, events, exp, work, timeout_s)
         elif subject == "ceiling":
             result = await bench_ceiling(servers, topic, events, work)
+        elif subject == "weir-pageviews":
+            result = await bench_weir_pageviews(servers, events, partitions, work, timeout_s, say)
         else:
-            raise ValueError(f"unknown subject {subject!r}: weir, quix or ceiling")
+            raise ValueError(f"unknown subject {subject!r}: weir, quix, ceiling or weir-pageviews")
         say(f"  {subject}: {result.events_per_s:,.0f} events/s, correct: {result.correct}")
         results.append(result)
     say(table(results))

@@ -96,7 +96,7 @@ def _register_commands(app, conf) -> None:
         option("--events", type=int, default=1_000_000, help="orders to produce"),
         option("--partitions", type=int, default=8, help="partitions of the input topic"),
         option("--subjects", type=str, default="weir,quix,ceiling",
-               help="comma-separated: weir, quix, ceiling"),
+               help="comma-separated: weir, quix, ceiling, weir-pageviews"),
         option("--json", "json_path", type=str, default="bench-results.json",
                help="where to write the results ('' for nowhere)"),
     )
