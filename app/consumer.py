@@ -52,6 +52,18 @@ class DeliveredOffsetsConsumer(Consumer):
             if not self.transport.app.should_stop:
                 raise
 
+    async def seek_wait(self, partitions: Mapping[TP, int]) -> None:
+        """Seek, with offsets below 0 (or none) read as 0 (the start of the partition).
+
+        Faust's recovery of standby partitions once asked for a negative offset after a
+        member was killed and the group rebalanced, and the worker crashed with
+        ``ValueError('Offset must be a positive integer')``."""
+        bad = {tp: offset for tp, offset in partitions.items() if offset is None or offset < 0}
+        if bad:
+            log.warning("seek to offsets below 0 read as 0: %s", bad)
+        await super().seek_wait({tp: 0 if tp in bad else offset
+                                 for tp, offset in partitions.items()})
+
     def delivered(self, tp: TP, next_offset: int) -> None:
         """Everything of ``tp`` before ``next_offset`` is processed and its outputs flushed."""
         if next_offset > self._delivered.get(tp, -1):
