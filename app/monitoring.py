@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -23,17 +23,18 @@ from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
-#: (pipeline, view, engine) of every windowed view of this worker
-_engines: List[Tuple[str, str, Any]] = []
+#: (pipeline, view, source topic, engine) of every windowed view of this worker
+_engines: List[Tuple[str, str, str, Any]] = []
 _watermarks = metrics.PartitionGauges(metrics.WATERMARK)
 _event_time_lag = metrics.PartitionGauges(metrics.EVENT_TIME_LAG)
 _lag = metrics.PartitionGauges(metrics.CONSUMER_LAG)
 _assigned = metrics.PartitionGauges(metrics.PARTITION_ASSIGNED)
 
 
-def watch_engine(pipeline: str, view: str, engine: Any) -> None:
-    """Report the watermark and event-time lag of ``engine``'s partitions (a `WindowEngine`)."""
-    _engines.append((pipeline, view, engine))
+def watch_engine(pipeline: str, view: str, topic: str, engine: Any) -> None:
+    """Report the watermark and event-time lag of ``engine``'s partitions (a `WindowEngine`
+    over ``topic``)."""
+    _engines.append((pipeline, view, topic, engine))
 
 
 def lag_reporter(pipeline: str, topic: str) -> Callable[[Dict[int, int]], None]:
@@ -44,34 +45,38 @@ def lag_reporter(pipeline: str, topic: str) -> Callable[[Dict[int, int]], None]:
     return report
 
 
-def sample_engines(now_ms: int) -> None:
-    """Watermark and event-time lag of each partition the engines hold now."""
+def sample_engines(now_ms: int, owned: Optional[Dict[str, Set[int]]] = None) -> None:
+    """Watermark and event-time lag of each partition the engines hold now; given ``owned``
+    (topic -> partitions this worker owns as an active), of those partitions only."""
     lags: Dict[str, Dict[Tuple[str, ...], float]] = {}
-    for pipeline, view, engine in _engines:
+    for pipeline, view, topic, engine in _engines:
         marks = {}
         for partition in engine.partitions():
+            if owned is not None and partition not in owned.get(topic, ()):
+                continue
             wm = engine.clock(partition).watermark
             if wm.max_event_ms is None:
                 continue
             marks[(str(partition),)] = wm.watermark_ms / 1000
             lags.setdefault(pipeline, {})[(str(partition),)] = (now_ms - wm.max_event_ms) / 1000
         _watermarks.show((pipeline, view), marks)
-    for pipeline in {p for p, _, _ in _engines}:
+    for pipeline in {p for p, _, _, _ in _engines}:
         _event_time_lag.show((pipeline,), lags.get(pipeline, {}))
 
 
-def sample_assignment(app: Any) -> None:
+def sample_assignment(app: Any) -> Dict[str, Set[int]]:
     """1 for every partition of a stream this worker owns as an active (changelogs, standbys
-    and Faust's own assignor topic left out)."""
-    by_topic: Dict[str, List[int]] = {}
+    and Faust's own assignor topic left out); returns them by topic."""
+    by_topic: Dict[str, Set[int]] = {}
     changelogs = app.tables.changelog_topics
     for tp in app.consumer.assignment():
         if tp.topic in changelogs or tp.topic.endswith("__assignor-__leader"):
             continue
         if not app.assignor.is_standby(tp):
-            by_topic.setdefault(tp.topic, []).append(tp.partition)
+            by_topic.setdefault(tp.topic, set()).add(tp.partition)
     for topic in set(by_topic) | {g[0] for g in _assigned.groups()}:
-        _assigned.show((topic,), metrics.partitions_label(by_topic.get(topic, [])))
+        _assigned.show((topic,), metrics.partitions_label(sorted(by_topic.get(topic, ()))))
+    return by_topic
 
 
 def sample_tables(app: Any) -> None:
@@ -117,6 +122,6 @@ def install(app: Any, settings: Settings) -> None:
 
     @app.timer(interval=settings.metrics_interval_ms / 1000)
     async def sample_metrics() -> None:
-        sample_assignment(app)
-        sample_engines(wall_clock_ms())
+        owned = sample_assignment(app)
+        sample_engines(wall_clock_ms(), owned)
         sample_tables(app)

@@ -173,19 +173,30 @@ class StallWatch:
         recovery = self.app.tables.recovery
         return recovery.completed.is_set() and not recovery.in_recovery and not self.app.rebalancing
 
-    async def check(self) -> None:
+    def _owned(self) -> List[int]:
+        """The partitions of the topic this worker owns as an active now (none while a
+        rebalance or a recovery is under way)."""
         if not self._ready():
-            return
+            return []
         assignor = self.app.assignor
-        partitions = sorted(tp.partition for tp in self.app.consumer.assignment()
-                            if tp.topic == self.topic and not assignor.is_standby(tp))
+        return sorted(tp.partition for tp in self.app.consumer.assignment()
+                      if tp.topic == self.topic and not assignor.is_standby(tp))
+
+    async def check(self) -> None:
+        partitions = self._owned()
         if not partitions:
-            self.report_lag({})
+            if self._ready():
+                self.report_lag({})
             return
         ends = await self.partition_log.end_offsets(self.topic, partitions)
+        # A rebalance may have run during each await: a partition that left is not touched
+        # (reading its state would load it again into the engine, stale, as if still owned).
+        partitions = [p for p in self._owned() if p in ends]
         self.report_lag({p: self._lag(p, ends[p]) for p in partitions})
         now = asyncio.get_running_loop().time()
         for partition in partitions:
+            if partition not in self._owned():
+                continue
             nxt, end = self.next_offset(partition), ends[partition]
             seen = self._seen.get(partition)
             if seen is None or seen[0] != nxt:
@@ -195,6 +206,8 @@ class StallWatch:
                 continue
             events = await self.partition_log.read(self.topic, partition, nxt, end - 1,
                                                    self.decode)
+            if partition not in self._owned() or self.next_offset(partition) != nxt:
+                continue  # moved, or delivered meanwhile: the next check looks again
             if not events:  # only transaction markers or aborted records up to the end
                 self._clean[partition] = end
                 continue

@@ -59,7 +59,7 @@ class MergedView:
                                   window.allowed_lateness_ms,
                                   settings.idle_timeout_ms + MERGE_IDLE_GRACE_MS,
                                   self.merge_store)
-        monitoring.watch_engine(sink.pipeline, name, self.engine)
+        monitoring.watch_engine(sink.pipeline, name, source_topic, self.engine)
 
     def process(self, partition: int, items: Sequence[Item[EventT]], anchor: EventT,
                 next_offset: int) -> BatchResult:

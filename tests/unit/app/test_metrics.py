@@ -113,7 +113,7 @@ def test_partition_gauges_drop_the_series_of_partitions_that_left():
 
 def test_watermark_and_event_time_lag_follow_the_engine_partitions():
     engine = WindowEngine(TumblingWindow(60_000, 0), 10_000, CountAndSum(), InMemoryStore())
-    monitoring.watch_engine("unit-f", "unit-f-view", engine)
+    monitoring.watch_engine("unit-f", "unit-f-view", "unit-f-topic", engine)
     engine.process(3, [Item(0, 1_000_000, 1.0, None), Item(1, 1_005_000, 2.0, None)],
                    next_offset=2)
     monitoring.sample_engines(now_ms=1_065_000)
@@ -124,6 +124,22 @@ def test_watermark_and_event_time_lag_follow_the_engine_partitions():
     monitoring.sample_engines(now_ms=1_066_000)
     assert metrics.REGISTRY.get_sample_value(
         "weir_event_time_lag_seconds", {"pipeline": "unit-f", "partition": "3"}) is None
+
+
+def test_watermarks_are_shown_only_for_partitions_the_worker_owns():
+    engine = WindowEngine(TumblingWindow(60_000, 0), 0, CountAndSum(), InMemoryStore())
+    monitoring.watch_engine("unit-g", "unit-g-view", "unit-g-topic", engine)
+    for partition in (0, 1):
+        engine.process(partition, [Item(0, 1_000_000, 1.0, None)], next_offset=1)
+    monitoring.sample_engines(now_ms=1_001_000, owned={"unit-g-topic": {0, 1}})
+    assert value("weir_watermark_timestamp_seconds", pipeline="unit-g", view="unit-g-view",
+                 partition="1") == 1000.0
+    # partition 1 moved to another worker, but its state is still cached here
+    monitoring.sample_engines(now_ms=1_002_000, owned={"unit-g-topic": {0}})
+    assert metrics.REGISTRY.get_sample_value("weir_watermark_timestamp_seconds", {
+        "pipeline": "unit-g", "view": "unit-g-view", "partition": "1"}) is None
+    assert value("weir_watermark_timestamp_seconds", pipeline="unit-g", view="unit-g-view",
+                 partition="0") == 1000.0
 
 
 def test_exposition_uses_prometheus_names():
