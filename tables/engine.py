@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Generic, List, Optional, Sequence, Tuple, TypeVar, Union
 
 from tables.aggregators import Aggregator
-from tables.state import Entries, Meta, PartitionCache, PartitionClock, PartitionStore
+from tables.state import (Entries, Meta, PartitionCache, PartitionClock, PartitionStore,
+                          idle_event_time)
 from tables.watermark import BoundedOutOfOrderness
 from tables.windows import HoppingWindow, TumblingWindow
 
@@ -206,19 +207,14 @@ class WindowEngine(PartitionCache[_PartitionWindows]):
         """
         state = self._state(partition)
         result: BatchResult[S] = BatchResult()
-        if state.last_event_wall_ms is None:  # nothing seen since this worker took it
-            state.last_event_wall_ms = now_ms
-            state.max_event_at_last_event = state.clock.watermark.max_event_ms
-        idle_ms = now_ms - state.last_event_wall_ms - idle_timeout_ms
-        base = state.max_event_at_last_event
-        wm = state.clock.watermark
-        if idle_ms <= 0 or base is None or base + idle_ms <= (wm.max_event_ms or base):
+        target = idle_event_time(state, now_ms, idle_timeout_ms)
+        if target is None:
             return result
-        wm.observe(base + idle_ms)
+        state.clock.watermark.observe(target)
         changed: Dict[int, _Window] = {}
         self._fire(partition, state, result, changed)
         self._save(partition, state, changed)
-        result.watermark_ms = wm.watermark_ms
+        result.watermark_ms = state.clock.watermark.watermark_ms
         return result
 
     # ---------------------------------------------------------------- helpers

@@ -37,7 +37,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from tables.engine import Item, LateItem, S
 from tables.errors import WeirError
-from tables.state import Entries, Meta, PartitionCache, PartitionClock, PartitionStore
+from tables.state import (Entries, Meta, PartitionCache, PartitionClock, PartitionStore,
+                          idle_event_time)
 from tables.watermark import BoundedOutOfOrderness
 
 
@@ -135,19 +136,14 @@ class OrderedRelease(PartitionCache[_PartitionBuffers]):
         """Let event time follow the wall clock on a partition idle for ``idle_timeout_ms``."""
         state = self._state(partition)
         result = ReleaseResult()
-        if state.last_event_wall_ms is None:  # nothing seen since this worker took it
-            state.last_event_wall_ms = now_ms
-            state.max_event_at_last_event = state.clock.watermark.max_event_ms
-        idle_ms = now_ms - state.last_event_wall_ms - idle_timeout_ms
-        base = state.max_event_at_last_event
-        wm = state.clock.watermark
-        if idle_ms <= 0 or base is None or base + idle_ms <= (wm.max_event_ms or base):
+        target = idle_event_time(state, now_ms, idle_timeout_ms)
+        if target is None:
             return result
-        wm.observe(base + idle_ms)
+        state.clock.watermark.observe(target)
         changed: Set[str] = set()
         self._release(state, result, changed)
         self._save(partition, state, changed)
-        result.watermark_ms = wm.watermark_ms
+        result.watermark_ms = state.clock.watermark.watermark_ms
         return result
 
     def _release(self, state: _PartitionBuffers, result: ReleaseResult,

@@ -118,3 +118,24 @@ class SourceOffsets(PartitionCache[PartitionClock]):
 
     def save(self, partition: int) -> None:
         self.store.save(partition, self._state(partition).to_meta(), {}, [])
+
+
+def idle_event_time(state: Any, now_ms: int, idle_timeout_ms: int) -> Optional[int]:
+    """Where an idle partition's event time has got to, or None if it has not moved.
+
+    ``state`` has the partition's ``clock``, ``last_event_wall_ms`` and
+    ``max_event_at_last_event``. Once no event came for ``idle_timeout_ms`` of wall
+    clock, event time follows the wall clock from the last event's time on::
+
+        last event at wall 100 s (event time 50 s), timeout 30 s:
+        wall 140 s -> event time 60 s; wall 125 s -> no move
+    """
+    if state.last_event_wall_ms is None:  # nothing seen since this worker took it
+        state.last_event_wall_ms = now_ms
+        state.max_event_at_last_event = state.clock.watermark.max_event_ms
+    idle_ms = now_ms - state.last_event_wall_ms - idle_timeout_ms
+    base = state.max_event_at_last_event
+    max_event_ms = state.clock.watermark.max_event_ms
+    if idle_ms <= 0 or base is None or base + idle_ms <= (max_event_ms or base):
+        return None
+    return base + idle_ms
