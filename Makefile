@@ -7,14 +7,17 @@ install:
 demo:
 	scripts/demo.sh
 
+# two test processes, each with its own broker (tests/conftest.py): most of the suite waits on
+# real workers, so two share 2 cores well
+PYTEST_PROCESSES ?= 2
 test: install
-	.venv/bin/python -m pytest -q
+	.venv/bin/python -m pytest -q -n $(PYTEST_PROCESSES) --dist worksteal
 
 test-unit: install
 	.venv/bin/python -m pytest -q tests/unit
 
 test-integration: install
-	.venv/bin/python -m pytest -q tests/integration
+	.venv/bin/python -m pytest -q -n $(PYTEST_PROCESSES) --dist worksteal tests/integration
 
 # kill -9 / restart cycles for MINUTES minutes; prints events in, outputs, duplicates, losses
 MINUTES ?= 10

@@ -1,5 +1,11 @@
 """One real Kafka broker per test session (started from the project's Maven jars).
 
+Under pytest-xdist (``make test`` runs ``pytest -n 2``) each test process starts
+its own broker: process ``gwN`` on ports ``WEIR_TEST_BROKER_PORT + 10 * N`` (and
+the controller port likewise), home ``<WEIR_TEST_BROKER_HOME>-gwN`` for N > 0, so
+a test that stops its broker never disturbs the other process. The jars are
+fetched once, before the test processes start.
+
 Set KAFKA_BOOTSTRAP_SERVERS to run the integration tests against an existing
 cluster instead; then nothing is started.
 """
@@ -27,17 +33,34 @@ class SessionBroker:
     controller_port: int = 0
 
 
+def _broker_home() -> Path:
+    return Path(os.environ.get("WEIR_TEST_BROKER_HOME", ROOT / ".weir" / "test-broker"))
+
+
+def pytest_configure(config):
+    """With several test processes, fetch the broker's jars once, here, so that they do
+    not all run Maven into the same local repository at once."""
+    if (getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput")
+            and not os.environ.get("KAFKA_BOOTSTRAP_SERVERS")):
+        from app import broker
+
+        broker.ensure_jars(_broker_home())
+
+
 @pytest.fixture(scope="session")
-def kafka_broker():
+def kafka_broker(worker_id):
     existing = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if existing:
         yield SessionBroker(existing)
         return
     from app import broker
 
-    home = Path(os.environ.get("WEIR_TEST_BROKER_HOME", ROOT / ".weir" / "test-broker"))
-    port = int(os.environ.get("WEIR_TEST_BROKER_PORT", "19092"))
-    controller_port = int(os.environ.get("WEIR_TEST_BROKER_CONTROLLER_PORT", "19093"))
+    index = int(worker_id[2:]) if worker_id.startswith("gw") else 0
+    home = _broker_home()
+    if index:
+        home = home.with_name(f"{home.name}-gw{index}")
+    port = int(os.environ.get("WEIR_TEST_BROKER_PORT", "19092")) + 10 * index
+    controller_port = int(os.environ.get("WEIR_TEST_BROKER_CONTROLLER_PORT", "19093")) + 10 * index
     broker.wipe(home)  # a fresh cluster per session: no state from earlier runs
     broker.ensure_jars(home)
     broker.start(home, port, controller_port)

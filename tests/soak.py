@@ -1,8 +1,9 @@
-"""Soak: kill -9 / restart cycles over both pipelines for M minutes, counting what went wrong.
+"""Soak: kill -9 / restart cycles over every pipeline for M minutes, counting what went wrong.
 
     make soak MINUTES=30        (or: .venv/bin/python -m tests.soak --minutes 30)
 
-Each cycle streams a fresh fixed input (new seed) through both pipelines, kills
+Each cycle streams a fresh fixed input (new seed) through the orders, pageviews and
+fraud pipelines, kills
 the worker at random moments two or three times (data dir kept or deleted at
 random), lets a last worker finish, reads every output topic with
 ``read_committed`` and compares it with the batch oracles. It prints, per cycle
@@ -29,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.conftest import ROOT, worker_environment
+from tests.fraud_oracle import expected as fraud_expected
+from tests.integration import test_fraud_pipeline as fraud
 from tests.integration import test_orders_pipeline as orders
 from tests.integration import test_pageviews_pipeline as pageviews
 from tests.integration.both_pipelines import (assert_both_exact, read_both_pipelines,
@@ -59,23 +62,25 @@ def duplicates(records, identity) -> int:
 
 
 def late_identity(m):
-    return (m["pipeline"], m["view"], m.get("sourcePartition"), m.get("sourceOffset"),
-            m["windowStart"])
+    return (m["pipeline"], m.get("view"), m.get("sourcePartition"), m.get("sourceOffset"),
+            m.get("windowStart"))
 
 
-def check(outputs) -> Tally:
+def check(outputs, env) -> Tally:
     """Duplicates and losses of one cycle's outputs against the oracles."""
-    order_inputs, view_inputs, expected, order_dead, metrics, view_outputs, _ = outputs
+    order_inputs, view_inputs, expected, order_dead, metrics, view_outputs, fraud_part = outputs
     page_metrics, sessions, late, dead = view_outputs
-    tally = Tally(events_in=len(order_inputs) + len(view_inputs),
-                  outputs=len(metrics) + sum(len(x) for x in view_outputs))
+    txs, tx_dead, alerts = fraud_part
+    tally = Tally(events_in=len(order_inputs) + len(view_inputs) + len(txs) + len(tx_dead),
+                  outputs=len(metrics) + sum(len(x) for x in view_outputs) + len(alerts))
     tally.duplicates = (
         duplicates(metrics, lambda m: (m["windowStart"], m["revision"]))
         + duplicates(page_metrics, lambda m: (m["window"], m["windowStart"], m["revision"]))
         + duplicates(sessions, lambda m: (m["sessionId"], m["sessionStart"], m["revision"],
                                           m["retracted"]))
         + duplicates(late, late_identity)
-        + duplicates(dead, lambda m: (m["pipeline"], m["sourcePartition"], m["sourceOffset"])))
+        + duplicates(dead, lambda m: (m["pipeline"], m["sourcePartition"], m["sourceOffset"]))
+        + duplicates(alerts, lambda m: m["alertId"]))
     want_orders = orders.expected_rows(expected)[0]
     got_orders = {}
     for r in sorted(metrics, key=lambda r: json.loads(r.value)["revision"]):
@@ -90,28 +95,38 @@ def check(outputs) -> Tally:
                         for kind in want_windows for start, w in want_windows[kind].items())
     got_sessions = pageviews.session_outputs(sessions)[0]
     tally.losses += sum(got_sessions.get(k) != s for k, s in want_sessions.items())
+    want_alerts, want_tx_late = fraud_expected(txs, fraud.thresholds(env))
+    got_alerts = fraud.alerts_of(alerts)
+    tally.losses += sum(not fraud.same_alerts({k: got_alerts[k]}, {k: a}) if k in got_alerts
+                        else 1 for k, a in want_alerts.items())
     got_late = {late_identity(json.loads(r.value)) for r in late}
     want_late_ids = {("orders", "orders-totals", x.partition, x.offset, x.window_start)
                      for x in expected.late}
     want_late_ids |= {("pageviews", view, p, off, start) for view, p, off, start, *_ in want_late}
     tally.losses += len(want_late_ids - got_late)
+    got_tx_late = {(m["sourcePartition"], m["sourceOffset"], m["watermark"])
+                   for m in (json.loads(r.value) for r in late) if m["pipeline"] == "fraud"}
+    tally.losses += len(set(want_tx_late) - got_tx_late)
     got_dead = {(m["pipeline"], m["sourcePartition"], m["sourceOffset"])
                 for m in (json.loads(r.value) for r in dead)}
     want_dead = ({("orders", p, off) for p, off, _ in order_dead}
-                 | {("pageviews", p, off) for p, off, _ in view_dead})
+                 | {("pageviews", p, off) for p, off, _ in view_dead}
+                 | {("fraud", p, off) for p, off, _ in tx_dead})
     tally.losses += len(want_dead - got_dead)
     return tally
 
 
 async def cycle(servers: str, work: Path, rnd: random.Random) -> Tally:
-    env = {**pageviews.pageview_env(worker_environment(servers, work / "data")),
+    env = {**fraud.fraud_env(pageviews.pageview_env(worker_environment(servers, work / "data"))),
            "WEIR_CONSUMER_SESSION_TIMEOUT_MS": "6000"}
     order_body, order_flush = split_flush(orders.fixed_input(seed=rnd.randrange(10**6)),
                                           b'"flush-')
     view_body, view_flush = split_flush(pageviews.fixed_input(seed=rnd.randrange(10**6)),
                                         b'"flush-')
+    tx_body, tx_flush = split_flush(fraud.fixed_input(seed=rnd.randrange(10**6)), b'"flush-')
     producing = asyncio.gather(stream_slowly(servers, env["WEIR_TOPIC_ORDERS"], order_body),
-                               stream_slowly(servers, env["WEIR_TOPIC_PAGEVIEWS"], view_body))
+                               stream_slowly(servers, env["WEIR_TOPIC_PAGEVIEWS"], view_body),
+                               stream_slowly(servers, env["WEIR_TOPIC_TRANSACTIONS"], tx_body))
     kills = rnd.choice([2, 3])
     worker = Worker(env, work / "worker-0.log").start()
     await read_topic(servers, env["WEIR_TOPIC_ORDER_METRICS"], 1, timeout_s=90, settle_s=0)
@@ -125,16 +140,18 @@ async def cycle(servers: str, work: Path, rnd: random.Random) -> Tally:
     await producing
     await produce(servers, env["WEIR_TOPIC_ORDERS"], order_flush)
     await produce(servers, env["WEIR_TOPIC_PAGEVIEWS"], view_flush)
+    await produce(servers, env["WEIR_TOPIC_TRANSACTIONS"], tx_flush)
     worker = Worker(env, work / "worker-last.log").start()
     try:
         outputs = await read_both_pipelines(env, len(order_body) + len(order_flush),
-                                            len(view_body) + len(view_flush))
+                                            len(view_body) + len(view_flush),
+                                            len(tx_body) + len(tx_flush))
     finally:
         worker.stop()
-    tally = check(outputs)
+    tally = check(outputs, env)
     tally.kills = kills
     try:  # the tests' own exact check must agree with the counts
-        assert_both_exact(outputs)
+        assert_both_exact(outputs, env)
     except AssertionError as exc:
         if not (tally.duplicates or tally.losses):
             print(f"exact check failed where the counts found nothing: {exc}", flush=True)

@@ -1,7 +1,6 @@
 """Hard crashes (kill -9) while every pipeline streams: outputs stay exactly the oracle's.
 
-Orders, pageviews and (in the single-worker test) transactions stream in
-together; the worker is killed at random
+Orders, pageviews and transactions stream in together; the worker is killed at random
 moments (the seed is printed; set WEIR_TEST_SEED to replay one), restarted
 with its data dir kept or deleted, killed again, and a last worker finishes
 the input. Read with ``read_committed``, every output topic must equal the
@@ -79,10 +78,12 @@ async def test_two_workers_one_killed_then_a_third_joins_outputs_stay_exact(pipe
     seed = int(os.environ.get("WEIR_TEST_SEED", time.time_ns() % 1_000_000))
     print(f"kill schedule seed: {seed} (WEIR_TEST_SEED={seed} replays it)")
     rnd = random.Random(seed)
-    env = {**pageviews.pageview_env(pipeline_env), "WEIR_CONSUMER_SESSION_TIMEOUT_MS": "6000"}
+    env = {**fraud.fraud_env(pageviews.pageview_env(pipeline_env)),
+           "WEIR_CONSUMER_SESSION_TIMEOUT_MS": "6000"}
     servers = env["KAFKA_BOOTSTRAP_SERVERS"]
     order_body, order_flush = split_flush(orders.fixed_input(seed=41), b'"flush-')
     view_body, view_flush = split_flush(pageviews.fixed_input(seed=43), b'"flush-')
+    tx_body, tx_flush = split_flush(fraud.fixed_input(seed=47), b'"flush-')
 
     def worker(name: str) -> Worker:
         own = {**env, "WEIR_DATA_DIR": str(tmp_path / f"data-{name}")}
@@ -94,7 +95,8 @@ async def test_two_workers_one_killed_then_a_third_joins_outputs_stay_exact(pipe
                                 "the workers to be ready")
     producing = asyncio.gather(
         stream_slowly(servers, env["WEIR_TOPIC_ORDERS"], order_body),
-        stream_slowly(servers, env["WEIR_TOPIC_PAGEVIEWS"], view_body))
+        stream_slowly(servers, env["WEIR_TOPIC_PAGEVIEWS"], view_body),
+        stream_slowly(servers, env["WEIR_TOPIC_TRANSACTIONS"], tx_body))
     c = None
     try:
         await read_topic(servers, env["WEIR_TOPIC_ORDER_METRICS"], 1, timeout_s=90, settle_s=0)
@@ -106,12 +108,14 @@ async def test_two_workers_one_killed_then_a_third_joins_outputs_stay_exact(pipe
         await producing
         await produce(servers, env["WEIR_TOPIC_ORDERS"], order_flush)
         await produce(servers, env["WEIR_TOPIC_PAGEVIEWS"], view_flush)
+        await produce(servers, env["WEIR_TOPIC_TRANSACTIONS"], tx_flush)
         outputs = await read_both_pipelines(env, len(order_body) + len(order_flush),
-                                            len(view_body) + len(view_flush))
+                                            len(view_body) + len(view_flush),
+                                            len(tx_body) + len(tx_flush))
         b.assert_running()
         c.assert_running()
     finally:
         for w in (a, b, c):
             if w is not None:
                 w.stop()
-    assert_both_exact(outputs)
+    assert_both_exact(outputs, env)
