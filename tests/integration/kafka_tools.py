@@ -90,10 +90,13 @@ async def read_topic(servers: str, topic: str, at_least: int = 0, timeout_s: flo
         await consumer.stop()
 
 
-def redeliver_some(rnd, messages: list, earlier: list, share: float = 0.04) -> None:
-    """Now and then send one of the ``earlier`` messages again, as an upstream retry does."""
+def redeliver_some(rnd, messages: list, earlier: list, share: float = 0.04,
+                   recent: int = 30) -> None:
+    """Now and then send one of the last ``recent`` of the ``earlier`` messages again, as an
+    upstream retry does: soon, well within the dedup TTL (``WEIR_DEDUP_TTL_MS``, 5 min of
+    event time; a copy that comes later than that is a new event, as the TTL means)."""
     if rnd.random() < share:
-        messages.append(rnd.choice(earlier))
+        messages.append(rnd.choice(earlier[-recent:]))
 
 
 def free_port() -> int:
