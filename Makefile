@@ -24,6 +24,9 @@ MINUTES ?= 10
 soak: install
 	.venv/bin/python -m tests.soak --minutes $(MINUTES)
 
+lint: install
+	.venv/bin/pyflakes app agents tables tests
+
 broker-start: install
 	.venv/bin/weir broker start
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional
+
+if TYPE_CHECKING:
+    from app.models import InputLimits  # app.models imports this module
 
 from tables.errors import ConfigError
 

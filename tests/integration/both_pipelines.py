@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 from tests.fraud_oracle import expected as fraud_expected
 from tests.integration import test_fraud_pipeline as fraud
 from tests.integration import test_orders_pipeline as orders
 from tests.integration import test_pageviews_pipeline as pageviews
-from tests.integration.kafka_tools import produce, read_topic, stream_slowly  # noqa: F401 (re-exported)
+from tests.integration.kafka_tools import read_topic
 
 
 def split_flush(messages, marker: bytes):

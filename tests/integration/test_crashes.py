@@ -21,9 +21,8 @@ import pytest
 from tests.integration import test_fraud_pipeline as fraud
 from tests.integration import test_orders_pipeline as orders
 from tests.integration import test_pageviews_pipeline as pageviews
-from tests.integration.both_pipelines import (assert_both_exact, read_both_pipelines,
-                                              split_flush, stream_slowly)
-from tests.integration.kafka_tools import Worker, produce, read_topic, wait_for
+from tests.integration.both_pipelines import assert_both_exact, read_both_pipelines, split_flush
+from tests.integration.kafka_tools import Worker, produce, read_topic, stream_slowly, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -6,7 +6,7 @@ import collections
 
 import pytest
 
-from tests.integration.kafka_tools import Worker, free_port, produce, read_topic, wait_for
+from tests.integration.kafka_tools import Worker, free_port, read_topic, wait_for
 from tests.integration.prometheus_tools import Prometheus, http_status, scrape
 from tests.integration.test_orders_pipeline import fixed_input, oracle_for, produce_slowly
 from tests.unit.test_deployment import dashboard_queries
@@ -106,7 +106,7 @@ async def test_prometheus_sums_of_two_workers_equal_what_was_produced(pipeline_e
         assert prom.scalar("sum(weir_transaction_aborts_total)") in (None, 0.0)
         assert prom.scalar("sum(weir_transaction_commits_total)") > 0
         assert prom.scalar("sum(weir_batch_processing_seconds_count)") > 0
-        marks = prom.query(f'weir_watermark_timestamp_seconds{{view="orders-totals"}}')
+        marks = prom.query('weir_watermark_timestamp_seconds{view="orders-totals"}')
         assert len(marks) == 4 and all(v > 1_699_999_000 for _, v in marks)
         assert len(prom.query("weir_event_time_lag_seconds")) == 4
 
