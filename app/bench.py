@@ -80,11 +80,12 @@ def expected_windows(events: int, partitions: int) -> Expected:
     return exp
 
 
-async def create_topic(servers: str, name: str, partitions: int) -> None:
+async def create_topic(servers: str, name: str, partitions: int,
+                       configs: Optional[Dict[str, str]] = None) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=servers)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(name, partitions, 1)])
+        await admin.create_topics([NewTopic(name, partitions, 1, topic_configs=configs or {})])
     finally:
         await admin.close()
 
@@ -215,11 +216,14 @@ def weir_env(servers: str, partitions: int, work: Path, **topics: str) -> Dict[s
     return env
 
 
+def weir_executable() -> str:
+    return os.path.join(os.path.dirname(sys.executable), "weir")
+
+
 async def run_weir(env: Dict[str, str], log_path: Path, out_topic: str, want: int,
                    key_of, keep, timeout_s: float):
     """Start a cold worker; return (seconds from ready to the last window, windows, RSS, CPU)."""
-    weir = os.path.join(os.path.dirname(sys.executable), "weir")
-    proc = Process([weir, "worker", "-l", "info"], env, log_path)
+    proc = Process([weir_executable(), "worker", "-l", "info"], env, log_path)
     try:
         ready = await proc.wait_for_log(r"Worker ready", 180)
         done, windows = await read_windows(env["KAFKA_BOOTSTRAP_SERVERS"], out_topic, want,
@@ -319,18 +323,45 @@ def table(results: List[Result]) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class Options:
+    """Sizes of the latency, recovery and fraud measurements."""
+
+    latency_rate: float = 10_000.0
+    latency_seconds: float = 30.0
+    latency_window_ms: int = 1_000
+    latency_out_of_orderness_ms: int = 200
+    fraud_latency_rate: float = 5_000.0
+    recovery_keys: int = 1_000_000
+
+
+SUBJECTS = ("weir", "quix", "ceiling", "weir-pageviews", "weir-fraud", "weir-latency",
+            "weir-recovery")
+
+
 async def run(servers: str, events: int, partitions: int, subjects: List[str],
               json_path: Optional[Path], say: Callable[[str], None] = print,
-              timeout_s: float = 1800) -> List[Result]:
+              timeout_s: float = 1800, options: Optional[Options] = None) -> List[Result]:
+    from app.bench_fraud import bench_fraud_latency, bench_weir_fraud
+    from app.bench_latency import bench_close_latency
+    from app.bench_recovery import bench_recovery
+
+    options = options or Options()
+    unknown = [s for s in subjects if s not in SUBJECTS]
+    if unknown:
+        raise ValueError(f"unknown subject {unknown[0]!r}: one of {', '.join(SUBJECTS)}")
     topic = f"bench-orders-{uuid.uuid4().hex[:6]}"
     work = Path(".weir") / "bench" / time.strftime("%Y%m%d-%H%M%S")
     work.mkdir(parents=True, exist_ok=True)
-    say(f"bench: {events:,} orders in {partitions} partitions of {topic} on {servers}; "
-        f"logs in {work}")
-    await create_topic(servers, topic, partitions)
-    await produce_events(servers, topic, events, partitions, say)
-    exp = expected_windows(events, partitions)
+    say(f"bench: {subjects} on {servers}; logs in {work}")
+    exp = Expected()
+    if {"weir", "quix", "ceiling"} & set(subjects):
+        say(f"  {events:,} orders in {partitions} partitions of {topic}")
+        await create_topic(servers, topic, partitions)
+        await produce_events(servers, topic, events, partitions, say)
+        exp = expected_windows(events, partitions)
     results: List[Result] = []
+    extra: Dict[str, object] = {}
     for subject in subjects:
         say(f"  running {subject} ...")
         if subject == "weir":
@@ -341,15 +372,77 @@ async def run(servers: str, events: int, partitions: int, subjects: List[str],
             result = await bench_ceiling(servers, topic, events, work)
         elif subject == "weir-pageviews":
             result = await bench_weir_pageviews(servers, events, partitions, work, timeout_s, say)
+        elif subject == "weir-fraud":
+            result = await bench_weir_fraud(servers, events, partitions, work, timeout_s, say)
+            say(f"  {subject}: {result.events_per_s:,.0f} transactions/s, correct: "
+                f"{result.correct}")
+            results.append(result)
+            lat = await bench_fraud_latency(servers, partitions, options.fraud_latency_rate,
+                                            options.latency_seconds, work, say)
+            extra["fraud_latency"] = asdict(lat)
+            say(fraud_latency_lines(lat))
+            continue
+        elif subject == "weir-latency":
+            lat = await bench_close_latency(
+                servers, partitions, options.latency_rate, options.latency_seconds,
+                options.latency_window_ms, options.latency_out_of_orderness_ms, work, say)
+            extra["close_latency"] = asdict(lat)
+            say(close_latency_lines(lat))
+            continue
         else:
-            raise ValueError(f"unknown subject {subject!r}: weir, quix, ceiling or weir-pageviews")
+            rec = await bench_recovery(servers, options.recovery_keys, partitions, work,
+                                       timeout_s, say)
+            extra["recovery"] = asdict(rec)
+            say(recovery_lines(rec))
+            continue
         say(f"  {subject}: {result.events_per_s:,.0f} events/s, correct: {result.correct}")
         results.append(result)
-    say(table(results))
+    if results:
+        say(table(results))
     if json_path is not None:
         json_path.write_text(json.dumps({"events": events, "partitions": partitions,
-                                         "results": [asdict(r) for r in results]}, indent=2))
+                                         "results": [asdict(r) for r in results], **extra},
+                                        indent=2))
         say(f"results written to {json_path}")
     shutil.rmtree(work / "weir-data", ignore_errors=True)
     shutil.rmtree(work / "quix-state", ignore_errors=True)
     return results
+
+
+def close_latency_lines(r) -> str:
+    verdict = "meets" if r.append_to_append.count and r.append_to_append.p99_ms < 100 else "misses"
+    return "\n".join([
+        f"close latency at {r.offered_rate:,.0f} orders/s offered ({r.achieved_rate:,.0f} "
+        f"achieved, {r.seconds:.0f} s, windows of {r.window_ms} ms, out-of-orderness "
+        f"{r.max_out_of_orderness_ms} ms), {r.windows} windows, correct: {r.correct}",
+        f"  closing input append -> result append:  {r.append_to_append.line()}  "
+        f"({verdict} the p99 < 100 ms target)",
+        f"  closing input append -> result visible: {r.append_to_visible.line()}"])
+
+
+def fraud_latency_lines(r) -> str:
+    verdict = "meets" if r.to_alert.count and r.to_alert.p99_ms < 50 else "misses"
+    types = "; ".join(f"{k} {v.line()}" for k, v in r.by_type.items())
+    return "\n".join([
+        f"fraud latency at {r.offered_rate:,.0f} tx/s offered ({r.achieved_rate:,.0f} achieved, "
+        f"{r.seconds:.0f} s): {r.transactions:,} transactions, {r.alerts} alerts, "
+        f"correct: {r.correct}",
+        f"  causing transaction append -> alert append:  {r.to_alert.line()}  "
+        f"({verdict} the p99 < 50 ms target)",
+        f"  causing transaction append -> alert visible: {r.to_visible.line()}",
+        f"  by type: {types}",
+        f"  alert's own transaction -> alert append (ordered rules wait for the watermark): "
+        f"{r.from_own_transaction.line()}"])
+
+
+def recovery_lines(r) -> str:
+    def s(x: Optional[float]) -> str:
+        return "-" if x is None else f"{x:.1f} s"
+
+    verdict = ("meets" if r.start_to_recovered_s is not None and r.start_to_recovered_s < 20
+               else "misses")
+    return (f"recovery of {r.keys:,} keys: process start -> recovery complete "
+            f"{s(r.start_to_recovered_s)} ({verdict} the 20 s target); restore "
+            f"{s(r.restore_s)}; worker ready after {s(r.start_to_ready_s)}; keys restored "
+            f"{r.keys_restored}, correct: {r.correct}; peak RSS "
+            f"{'-' if r.peak_rss_mb is None else f'{r.peak_rss_mb:.0f} MB'}")
