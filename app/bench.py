@@ -417,7 +417,12 @@ def close_latency_lines(r) -> str:
         f"{r.max_out_of_orderness_ms} ms), {r.windows} windows, correct: {r.correct}",
         f"  closing input append -> result append:  {r.append_to_append.line()}  "
         f"({verdict} the p99 < 100 ms target)",
-        f"  closing input append -> result visible: {r.append_to_visible.line()}"])
+        f"  closing input append -> result visible: {r.append_to_visible.line()}",
+        f"  of which: closing input -> its partition's watermark sent to the merge: "
+        f"{r.input_to_partial.line()}",
+        f"            watermark sent -> result append (commit, merge): "
+        f"{r.partial_to_result.line()}",
+        f"  worker: {r.cpu_s or 0:.1f} CPU s, peak RSS {r.peak_rss_mb or 0:.0f} MB"])
 
 
 def fraud_latency_lines(r) -> str:

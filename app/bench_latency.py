@@ -107,6 +107,22 @@ class WatermarkIndex:
         return max(times)
 
 
+def watermark_sent(partials: Sequence[Tuple[int, dict]], view: str, partitions: int,
+                   watermark_ms: int) -> Optional[int]:
+    """When the last source partition reported a watermark >= ``watermark_ms`` to the
+    merge: the latest over partitions of the timestamp of each one's first such
+    record on the partials topic (``(timestamp, record)`` in offset order); None if some
+    partition never did."""
+    first: Dict[int, int] = {}
+    for ts, rec in partials:
+        if (rec.get("view") == view and rec.get("kind") == "watermark"
+                and rec["watermarkMs"] >= watermark_ms and rec["partition"] not in first):
+            first[rec["partition"]] = ts
+    if len(first) < partitions:
+        return None
+    return max(first.values())
+
+
 @dataclass
 class Record:
     partition: int
@@ -130,10 +146,13 @@ async def read_log(servers: str, topic: str, timeout_s: float = 120) -> Dict[int
         ends = await consumer.end_offsets(tps)
         out: Dict[int, List[Record]] = {tp.partition: [] for tp in tps}
         deadline = time.monotonic() + timeout_s
-        while any((await consumer.position(tp)) < ends[tp] for tp in tps):
+        quiet = 0  # a transactional topic may end with a commit marker, never a record
+        while quiet < 3 and [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"reading {topic} took over {timeout_s:.0f} s")
-            for tp, recs in (await consumer.getmany(timeout_ms=500, max_records=50_000)).items():
+            batches = await consumer.getmany(timeout_ms=500, max_records=50_000)
+            quiet = 0 if batches else quiet + 1
+            for tp, recs in batches.items():
                 out[tp.partition].extend(Record(r.partition, r.offset, r.timestamp, r.key, r.value)
                                          for r in recs)
         return out
@@ -229,6 +248,10 @@ class CloseLatencyResult:
     correct: bool
     append_to_append: Latency
     append_to_visible: Latency
+    input_to_partial: Latency  # closing input append -> last partition's watermark sent
+    partial_to_result: Latency  # that watermark sent -> result append (commit + merge)
+    peak_rss_mb: Optional[float] = None
+    cpu_s: Optional[float] = None
     note: str = ""
 
 
@@ -277,6 +300,26 @@ def close_latencies(closed: Mapping[int, Tuple[int, int]], outputs: Sequence[Rec
     return to_append, to_visible, correct
 
 
+def stages(closed: Mapping[int, Tuple[int, int]], outputs: Sequence[Record],
+           partials: Sequence[Tuple[int, dict]], view: str, partitions: int, window_ms: int
+           ) -> Tuple[List[float], List[float]]:
+    """Per window result: (closing input append -> last watermark sent to the merge,
+    that -> result append)."""
+    first, second = [], []
+    done = set()
+    for r in outputs:
+        m = orjson.loads(r.value)
+        start = m["windowStart"]
+        if m["revision"] != 0 or start not in closed or start in done:
+            continue
+        done.add(start)
+        sent = watermark_sent(partials, view, partitions, start + window_ms)
+        if sent is not None:
+            first.append(sent - closed[start][1])
+            second.append(r.timestamp - sent)
+    return first, second
+
+
 async def bench_close_latency(servers: str, partitions: int, rate: float, seconds: float,
                               window_ms: int, delay_ms: int, work: Path,
                               say: Callable[[str], None]) -> CloseLatencyResult:
@@ -308,10 +351,16 @@ async def bench_close_latency(servers: str, partitions: int, rate: float, second
         if not await watch.wait_for(lambda recs: len(recs) >= len(closed), 60):
             say(f"  only {len(watch.records)} of {len(closed)} windows arrived")
         await asyncio.sleep(1.0)  # anything more (a duplicate) would show
+        peak, cpu = proc.stats()
     finally:
         proc.stop()
         await watch.stop()
     to_append, to_visible, correct = close_latencies(closed, watch.records)
+    partials = [(r.timestamp, orjson.loads(r.value)) for recs in (await read_log(
+        servers, f"{env['WEIR_APP_ID']}-orders-partials")).values() for r in recs]
+    first, second = stages(closed, watch.records, partials, "orders-totals", partitions,
+                           window_ms)
     return CloseLatencyResult(rate, achieved, seconds, window_ms, delay_ms, len(closed), correct,
-                              summarize(to_append), summarize(to_visible),
+                              summarize(to_append), summarize(to_visible), summarize(first),
+                              summarize(second), peak, cpu,
                               f"{partitions} partitions, LogAppendTime, exactly_once")
