@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -45,10 +46,13 @@ def fraud_oracle():
     """`tests.fraud_oracle`, from the source checkout (it is not part of the package)."""
     if not ORACLE.is_file():
         raise RuntimeError(f"weir-fraud needs the source checkout's oracle: no {ORACLE}")
-    spec = importlib.util.spec_from_file_location("weir_bench_fraud_oracle", ORACLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    name = "weir_bench_fraud_oracle"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ORACLE)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # its dataclasses look their module up
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 def to_tx(oracle, partition: int, offset: int, value: bytes):

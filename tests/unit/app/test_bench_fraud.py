@@ -44,3 +44,10 @@ def test_alerts_equal_the_oracles_but_for_fields_it_does_not_give_and_float_nois
                               "detectedAt": 5}}, want)
     assert not same_alerts({"x": {"alertId": "x", "speedKmh": 1001.0, "count": None}}, want)
     assert not same_alerts({}, want)
+
+
+def test_the_batch_oracle_loads_from_the_source_checkout():
+    from app.bench_fraud import fraud_oracle
+
+    oracle = fraud_oracle()
+    assert oracle.Thresholds().delay_ms == 5_000 and fraud_oracle() is oracle
