@@ -9,7 +9,11 @@ ahead that closes them all). Each subject starts cold as its own process:
   (per-partition windows: Quix aggregates per key);
 - **ceiling**: aiokafka ``getmany`` + orjson + a dict: what Python can do at best;
 - **weir-pageviews**: ``weir worker`` on N pageviews of its own (5,000 sessions, 37 pages):
-  tumbling and hopping windows and sessions, timed to the last tumbling window (no peer).
+  tumbling and hopping windows and sessions, timed to the last tumbling window (no peer);
+- **weir-fraud**: the fraud pipeline on N transactions, then its alert latency
+  (`app.bench_fraud`); **weir-latency**: close latency of the order windows under a steady
+  offered load (`app.bench_latency`); **weir-recovery**: restoring a table of many keys from
+  its changelog (`app.bench_recovery`). These print their own lines and JSON sections.
 
 Throughput is events / seconds from the subject being ready (Weir: "Worker
 ready"; Quix: "now processing incoming messages"; the ceiling: its first record) to
@@ -342,9 +346,9 @@ SUBJECTS = ("weir", "quix", "ceiling", "weir-pageviews", "weir-fraud", "weir-lat
 async def run(servers: str, events: int, partitions: int, subjects: List[str],
               json_path: Optional[Path], say: Callable[[str], None] = print,
               timeout_s: float = 1800, options: Optional[Options] = None) -> List[Result]:
-    from app.bench_fraud import bench_fraud_latency, bench_weir_fraud
-    from app.bench_latency import bench_close_latency
-    from app.bench_recovery import bench_recovery
+    from app.bench_fraud import bench_fraud_latency, bench_weir_fraud, fraud_latency_lines
+    from app.bench_latency import bench_close_latency, close_latency_lines
+    from app.bench_recovery import bench_recovery, recovery_lines
 
     options = options or Options()
     unknown = [s for s in subjects if s not in SUBJECTS]
@@ -364,6 +368,19 @@ async def run(servers: str, events: int, partitions: int, subjects: List[str],
     extra: Dict[str, object] = {}
     for subject in subjects:
         say(f"  running {subject} ...")
+        if subject == "weir-latency":
+            lat = await bench_close_latency(
+                servers, partitions, options.latency_rate, options.latency_seconds,
+                options.latency_window_ms, options.latency_out_of_orderness_ms, work, say)
+            extra["close_latency"] = asdict(lat)
+            say(close_latency_lines(lat))
+            continue
+        if subject == "weir-recovery":
+            rec = await bench_recovery(servers, options.recovery_keys, partitions, work,
+                                       timeout_s, say)
+            extra["recovery"] = asdict(rec)
+            say(recovery_lines(rec))
+            continue
         if subject == "weir":
             result = await bench_weir(servers, topic, events, partitions, exp, work, timeout_s)
         elif subject == "quix":
@@ -372,31 +389,15 @@ async def run(servers: str, events: int, partitions: int, subjects: List[str],
             result = await bench_ceiling(servers, topic, events, work)
         elif subject == "weir-pageviews":
             result = await bench_weir_pageviews(servers, events, partitions, work, timeout_s, say)
-        elif subject == "weir-fraud":
+        else:  # weir-fraud
             result = await bench_weir_fraud(servers, events, partitions, work, timeout_s, say)
-            say(f"  {subject}: {result.events_per_s:,.0f} transactions/s, correct: "
-                f"{result.correct}")
-            results.append(result)
+        say(f"  {subject}: {result.events_per_s:,.0f} events/s, correct: {result.correct}")
+        results.append(result)
+        if subject == "weir-fraud":
             lat = await bench_fraud_latency(servers, partitions, options.fraud_latency_rate,
                                             options.latency_seconds, work, say)
             extra["fraud_latency"] = asdict(lat)
             say(fraud_latency_lines(lat))
-            continue
-        elif subject == "weir-latency":
-            lat = await bench_close_latency(
-                servers, partitions, options.latency_rate, options.latency_seconds,
-                options.latency_window_ms, options.latency_out_of_orderness_ms, work, say)
-            extra["close_latency"] = asdict(lat)
-            say(close_latency_lines(lat))
-            continue
-        else:
-            rec = await bench_recovery(servers, options.recovery_keys, partitions, work,
-                                       timeout_s, say)
-            extra["recovery"] = asdict(rec)
-            say(recovery_lines(rec))
-            continue
-        say(f"  {subject}: {result.events_per_s:,.0f} events/s, correct: {result.correct}")
-        results.append(result)
     if results:
         say(table(results))
     if json_path is not None:
@@ -407,47 +408,3 @@ async def run(servers: str, events: int, partitions: int, subjects: List[str],
     shutil.rmtree(work / "weir-data", ignore_errors=True)
     shutil.rmtree(work / "quix-state", ignore_errors=True)
     return results
-
-
-def close_latency_lines(r) -> str:
-    verdict = "meets" if r.append_to_append.count and r.append_to_append.p99_ms < 100 else "misses"
-    return "\n".join([
-        f"close latency at {r.offered_rate:,.0f} orders/s offered ({r.achieved_rate:,.0f} "
-        f"achieved, {r.seconds:.0f} s, windows of {r.window_ms} ms, out-of-orderness "
-        f"{r.max_out_of_orderness_ms} ms), {r.windows} windows, correct: {r.correct}",
-        f"  closing input append -> result append:  {r.append_to_append.line()}  "
-        f"({verdict} the p99 < 100 ms target)",
-        f"  closing input append -> result visible: {r.append_to_visible.line()}",
-        f"  of which: closing input -> its partition's watermark sent to the merge: "
-        f"{r.input_to_partial.line()}",
-        f"            watermark sent -> result append (commit, merge): "
-        f"{r.partial_to_result.line()}",
-        f"  worker: {r.cpu_s or 0:.1f} CPU s, peak RSS {r.peak_rss_mb or 0:.0f} MB"])
-
-
-def fraud_latency_lines(r) -> str:
-    verdict = "meets" if r.to_alert.count and r.to_alert.p99_ms < 50 else "misses"
-    types = "; ".join(f"{k} {v.line()}" for k, v in r.by_type.items())
-    return "\n".join([
-        f"fraud latency at {r.offered_rate:,.0f} tx/s offered ({r.achieved_rate:,.0f} achieved, "
-        f"{r.seconds:.0f} s): {r.transactions:,} transactions, {r.alerts} alerts, "
-        f"correct: {r.correct}",
-        f"  causing transaction append -> alert append:  {r.to_alert.line()}  "
-        f"({verdict} the p99 < 50 ms target)",
-        f"  causing transaction append -> alert visible: {r.to_visible.line()}",
-        f"  by type: {types}",
-        f"  alert's own transaction -> alert append (ordered rules wait for the watermark): "
-        f"{r.from_own_transaction.line()}"])
-
-
-def recovery_lines(r) -> str:
-    def s(x: Optional[float]) -> str:
-        return "-" if x is None else f"{x:.1f} s"
-
-    verdict = ("meets" if r.start_to_recovered_s is not None and r.start_to_recovered_s < 20
-               else "misses")
-    return (f"recovery of {r.keys:,} keys: process start -> recovery complete "
-            f"{s(r.start_to_recovered_s)} ({verdict} the 20 s target); restore "
-            f"{s(r.restore_s)}; worker ready after {s(r.start_to_ready_s)}; keys restored "
-            f"{r.keys_restored}, correct: {r.correct}; peak RSS "
-            f"{'-' if r.peak_rss_mb is None else f'{r.peak_rss_mb:.0f} MB'}")

@@ -243,3 +243,18 @@ async def bench_weir_fraud(servers: str, events: int, partitions: int, work: Pat
         lambda m, r: m["alertId"], lambda m: True, timeout_s)
     return Result("weir-fraud", events, seconds, events / seconds, peak, cpu, len(got),
                   same_alerts(got, want), "transactions/s; alerts = the fraud oracle's")
+
+
+def fraud_latency_lines(r: FraudLatencyResult) -> str:
+    verdict = "meets" if r.to_alert.count and r.to_alert.p99_ms < 50 else "misses"
+    types = "; ".join(f"{k} {v.line()}" for k, v in r.by_type.items())
+    return "\n".join([
+        f"fraud latency at {r.offered_rate:,.0f} tx/s offered ({r.achieved_rate:,.0f} achieved, "
+        f"{r.seconds:.0f} s): {r.transactions:,} transactions, {r.alerts} alerts, "
+        f"correct: {r.correct}",
+        f"  causing transaction append -> alert append:  {r.to_alert.line()}  "
+        f"({verdict} the p99 < 50 ms target)",
+        f"  causing transaction append -> alert visible: {r.to_visible.line()}",
+        f"  by type: {types}",
+        f"  alert's own transaction -> alert append (ordered rules wait for the watermark): "
+        f"{r.from_own_transaction.line()}"])

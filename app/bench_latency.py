@@ -364,3 +364,19 @@ async def bench_close_latency(servers: str, partitions: int, rate: float, second
                               summarize(to_append), summarize(to_visible), summarize(first),
                               summarize(second), peak, cpu,
                               f"{partitions} partitions, LogAppendTime, exactly_once")
+
+
+def close_latency_lines(r: CloseLatencyResult) -> str:
+    verdict = "meets" if r.append_to_append.count and r.append_to_append.p99_ms < 100 else "misses"
+    return "\n".join([
+        f"close latency at {r.offered_rate:,.0f} orders/s offered ({r.achieved_rate:,.0f} "
+        f"achieved, {r.seconds:.0f} s, windows of {r.window_ms} ms, out-of-orderness "
+        f"{r.max_out_of_orderness_ms} ms), {r.windows} windows, correct: {r.correct}",
+        f"  closing input append -> result append:  {r.append_to_append.line()}  "
+        f"({verdict} the p99 < 100 ms target)",
+        f"  closing input append -> result visible: {r.append_to_visible.line()}",
+        f"  of which: closing input -> its partition's watermark sent to the merge: "
+        f"{r.input_to_partial.line()}",
+        f"            watermark sent -> result append (commit, merge): "
+        f"{r.partial_to_result.line()}",
+        f"  worker: {r.cpu_s or 0:.1f} CPU s, peak RSS {r.peak_rss_mb or 0:.0f} MB"])

@@ -145,3 +145,16 @@ async def bench_recovery(servers: str, keys: int, partitions: int, work: Path,
         None if done is None or begun is None else done - begun,
         None if ready is None else ready - started, peak, cpu, restored == keys,
         f"table {TABLE}, {partitions} changelog partitions, RocksDB, empty data dir")
+
+
+def recovery_lines(r: RecoveryResult) -> str:
+    def s(x: Optional[float]) -> str:
+        return "-" if x is None else f"{x:.1f} s"
+
+    verdict = ("meets" if r.start_to_recovered_s is not None and r.start_to_recovered_s < 20
+               else "misses")
+    return (f"recovery of {r.keys:,} keys: process start -> recovery complete "
+            f"{s(r.start_to_recovered_s)} ({verdict} the 20 s target); restore "
+            f"{s(r.restore_s)}; worker ready after {s(r.start_to_ready_s)}; keys restored "
+            f"{r.keys_restored}, correct: {r.correct}; peak RSS "
+            f"{'-' if r.peak_rss_mb is None else f'{r.peak_rss_mb:.0f} MB'}")

@@ -99,3 +99,15 @@ def test_stages_split_the_latency_at_the_watermark_sent_to_the_merge():
     first, second = stages({1_000: (3, 13)}, [result(1_000, 3, 40, 55)], partials,
                            "orders-totals", 2, 1_000)
     assert (first, second) == ([12], [15])
+
+
+def test_the_printed_verdict_follows_the_p99_target():
+    from app.bench_latency import CloseLatencyResult, close_latency_lines
+
+    def lines(p99):
+        fast = summarize([10, p99])
+        return close_latency_lines(CloseLatencyResult(10_000, 9_990, 30, 1_000, 200, 2, True,
+                                                      fast, fast, fast, fast))
+
+    assert "meets the p99 < 100 ms target" in lines(99)
+    assert "misses the p99 < 100 ms target" in lines(100)
