@@ -9,7 +9,11 @@ ahead that closes them all). Each subject starts cold as its own process:
   (per-partition windows: Quix aggregates per key);
 - **ceiling**: aiokafka ``getmany`` + orjson + a dict: what Python can do at best;
 - **weir-pageviews**: ``weir worker`` on N pageviews of its own (5,000 sessions, 37 pages):
-  tumbling and hopping windows and sessions, timed to the last tumbling window (no peer).
+  tumbling and hopping windows and sessions, timed to the last tumbling window (no peer);
+- **weir-fraud**: the fraud pipeline on N transactions, then its alert latency
+  (`app.bench_fraud`); **weir-latency**: close latency of the order windows under a steady
+  offered load (`app.bench_latency`); **weir-recovery**: restoring a table of many keys from
+  its changelog (`app.bench_recovery`). These print their own lines and JSON sections.
 
 Throughput is events / seconds from the subject being ready (Weir: "Worker
 ready"; Quix: "now processing incoming messages"; the ceiling: its first record) to
@@ -80,11 +84,12 @@ def expected_windows(events: int, partitions: int) -> Expected:
     return exp
 
 
-async def create_topic(servers: str, name: str, partitions: int) -> None:
+async def create_topic(servers: str, name: str, partitions: int,
+                       configs: Optional[Dict[str, str]] = None) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=servers)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(name, partitions, 1)])
+        await admin.create_topics([NewTopic(name, partitions, 1, topic_configs=configs or {})])
     finally:
         await admin.close()
 
@@ -215,11 +220,14 @@ def weir_env(servers: str, partitions: int, work: Path, **topics: str) -> Dict[s
     return env
 
 
+def weir_executable() -> str:
+    return os.path.join(os.path.dirname(sys.executable), "weir")
+
+
 async def run_weir(env: Dict[str, str], log_path: Path, out_topic: str, want: int,
                    key_of, keep, timeout_s: float):
     """Start a cold worker; return (seconds from ready to the last window, windows, RSS, CPU)."""
-    weir = os.path.join(os.path.dirname(sys.executable), "weir")
-    proc = Process([weir, "worker", "-l", "info"], env, log_path)
+    proc = Process([weir_executable(), "worker", "-l", "info"], env, log_path)
     try:
         ready = await proc.wait_for_log(r"Worker ready", 180)
         done, windows = await read_windows(env["KAFKA_BOOTSTRAP_SERVERS"], out_topic, want,
@@ -319,20 +327,60 @@ def table(results: List[Result]) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class Options:
+    """Sizes of the latency, recovery and fraud measurements."""
+
+    latency_rate: float = 10_000.0
+    latency_seconds: float = 30.0
+    latency_window_ms: int = 1_000
+    latency_out_of_orderness_ms: int = 200
+    fraud_latency_rate: float = 5_000.0
+    recovery_keys: int = 1_000_000
+
+
+SUBJECTS = ("weir", "quix", "ceiling", "weir-pageviews", "weir-fraud", "weir-latency",
+            "weir-recovery")
+
+
 async def run(servers: str, events: int, partitions: int, subjects: List[str],
               json_path: Optional[Path], say: Callable[[str], None] = print,
-              timeout_s: float = 1800) -> List[Result]:
+              timeout_s: float = 1800, options: Optional[Options] = None) -> List[Result]:
+    from app.bench_fraud import bench_fraud_latency, bench_weir_fraud, fraud_latency_lines
+    from app.bench_latency import bench_close_latency, close_latency_lines
+    from app.bench_recovery import bench_recovery, recovery_lines
+
+    options = options or Options()
+    unknown = [s for s in subjects if s not in SUBJECTS]
+    if unknown:
+        raise ValueError(f"unknown subject {unknown[0]!r}: one of {', '.join(SUBJECTS)}")
     topic = f"bench-orders-{uuid.uuid4().hex[:6]}"
     work = Path(".weir") / "bench" / time.strftime("%Y%m%d-%H%M%S")
     work.mkdir(parents=True, exist_ok=True)
-    say(f"bench: {events:,} orders in {partitions} partitions of {topic} on {servers}; "
-        f"logs in {work}")
-    await create_topic(servers, topic, partitions)
-    await produce_events(servers, topic, events, partitions, say)
-    exp = expected_windows(events, partitions)
+    say(f"bench: {subjects} on {servers}; logs in {work}")
+    exp = Expected()
+    if {"weir", "quix", "ceiling"} & set(subjects):
+        say(f"  {events:,} orders in {partitions} partitions of {topic}")
+        await create_topic(servers, topic, partitions)
+        await produce_events(servers, topic, events, partitions, say)
+        exp = expected_windows(events, partitions)
     results: List[Result] = []
+    extra: Dict[str, object] = {}
     for subject in subjects:
         say(f"  running {subject} ...")
+        if subject == "weir-latency":
+            lat = await bench_close_latency(
+                servers, partitions, options.latency_rate, options.latency_seconds,
+                options.latency_window_ms, options.latency_out_of_orderness_ms, work, say)
+            extra["close_latency"] = asdict(lat)
+            say(close_latency_lines(lat))
+            continue
+        if subject == "weir-recovery":
+            rec = await bench_recovery(servers, options.recovery_keys, partitions, work,
+                                       timeout_s, say)
+            extra["recovery"] = asdict(rec)
+            say(recovery_lines(rec))
+            continue
         if subject == "weir":
             result = await bench_weir(servers, topic, events, partitions, exp, work, timeout_s)
         elif subject == "quix":
@@ -341,14 +389,21 @@ async def run(servers: str, events: int, partitions: int, subjects: List[str],
             result = await bench_ceiling(servers, topic, events, work)
         elif subject == "weir-pageviews":
             result = await bench_weir_pageviews(servers, events, partitions, work, timeout_s, say)
-        else:
-            raise ValueError(f"unknown subject {subject!r}: weir, quix, ceiling or weir-pageviews")
+        else:  # weir-fraud
+            result = await bench_weir_fraud(servers, events, partitions, work, timeout_s, say)
         say(f"  {subject}: {result.events_per_s:,.0f} events/s, correct: {result.correct}")
         results.append(result)
-    say(table(results))
+        if subject == "weir-fraud":
+            lat = await bench_fraud_latency(servers, partitions, options.fraud_latency_rate,
+                                            options.latency_seconds, work, say)
+            extra["fraud_latency"] = asdict(lat)
+            say(fraud_latency_lines(lat))
+    if results:
+        say(table(results))
     if json_path is not None:
         json_path.write_text(json.dumps({"events": events, "partitions": partitions,
-                                         "results": [asdict(r) for r in results]}, indent=2))
+                                         "results": [asdict(r) for r in results], **extra},
+                                        indent=2))
         say(f"results written to {json_path}")
     shutil.rmtree(work / "weir-data", ignore_errors=True)
     shutil.rmtree(work / "quix-state", ignore_errors=True)

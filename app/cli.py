@@ -93,23 +93,45 @@ def _register_commands(app, conf) -> None:
         self.say(f"sent {sent} {kind} to {topic}")
 
     @app.command(
-        option("--events", type=int, default=1_000_000, help="orders to produce"),
+        option("--events", type=int, default=1_000_000,
+               help="orders to produce (weir-fraud: transactions; weir-pageviews: pageviews)"),
         option("--partitions", type=int, default=8, help="partitions of the input topic"),
         option("--subjects", type=str, default="weir,quix,ceiling",
-               help="comma-separated: weir, quix, ceiling, weir-pageviews"),
+               help="comma-separated: weir, quix, ceiling, weir-pageviews, weir-fraud, "
+                    "weir-latency, weir-recovery"),
         option("--json", "json_path", type=str, default="bench-results.json",
                help="where to write the results ('' for nowhere)"),
+        option("--latency-rate", type=float, default=10_000.0,
+               help="weir-latency: orders/s offered"),
+        option("--latency-seconds", type=float, default=30.0,
+               help="weir-latency and weir-fraud's latency run: seconds of offered load"),
+        option("--latency-window-ms", type=int, default=1_000,
+               help="weir-latency: window size (WEIR_ORDER_WINDOW_SIZE_MS of the worker)"),
+        option("--latency-out-of-orderness-ms", type=int, default=200,
+               help="weir-latency: WEIR_MAX_OUT_OF_ORDERNESS_MS of the worker"),
+        option("--fraud-latency-rate", type=float, default=5_000.0,
+               help="weir-fraud: transactions/s offered in its latency run"),
+        option("--recovery-keys", type=int, default=1_000_000,
+               help="weir-recovery: keys in the table to restore"),
     )
-    async def bench(self, events: int, partitions: int, subjects: str, json_path: str) -> None:
-        """Measure Weir's order windows against Quix Streams and a bare consume loop."""
+    async def bench(self, events: int, partitions: int, subjects: str, json_path: str,
+                    latency_rate: float, latency_seconds: float, latency_window_ms: int,
+                    latency_out_of_orderness_ms: int, fraud_latency_rate: float,
+                    recovery_keys: int) -> None:
+        """Measure Weir's order windows against Quix Streams and a bare consume loop; also
+        close latency, recovery and the fraud pipeline (see the README)."""
         from app import bench as benchmark
 
         if conf.uses_local_broker:
             local_broker.ensure_jars(home, progress=self.say)
             local_broker.start(home, conf.broker_port, conf.broker_controller_port)
+        options = benchmark.Options(latency_rate, latency_seconds, latency_window_ms,
+                                    latency_out_of_orderness_ms, fraud_latency_rate,
+                                    recovery_keys)
         await benchmark.run(conf.kafka_servers, events, partitions,
                             [s.strip() for s in subjects.split(",") if s.strip()],
-                            Path(json_path) if json_path else None, say=self.say)
+                            Path(json_path) if json_path else None, say=self.say,
+                            options=options)
 
     @app.command(
         option("--max-seconds", type=float, default=0.0, help="stop after this long (0: never)"),

@@ -79,8 +79,11 @@ def expected(txs: List[Tx], t: Thresholds) -> Tuple[Dict[str, dict], Set[Tuple[i
         if highest is None:
             continue
         final_wm = highest - t.delay_ms
-        for user in sorted({x.user for x in kept}):
-            mine = sorted((x for x in kept if x.user == user and x.ts < final_wm),
+        by_user: Dict[str, List[Tx]] = {}
+        for x in kept:
+            by_user.setdefault(x.user, []).append(x)
+        for user in sorted(by_user):
+            mine = sorted((x for x in by_user[user] if x.ts < final_wm),
                           key=lambda x: (x.ts, x.id))
             _ordered_rules(mine, t, alerts)
     return alerts, late
