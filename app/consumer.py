@@ -11,6 +11,10 @@ committable only once its outputs and changelog records are flushed
 on Faust's commit timer and when partitions are revoked or the worker stops.
 Faust's own bookkeeping of acked offsets still runs, so its lists stay short.
 
+Its client waits at most ``WEIR_FETCH_MAX_WAIT_MS`` for a fetch with no new
+records (Faust hard-codes 1.5 s, which became the close latency of windows
+whenever one fetch covered only idle partitions).
+
 It also asks the broker for the end of a changelog under ``exactly_once``:
 Faust reads the last stable offset cached from the latest fetch response,
 which is unknown right after a rebalance, so a recovery restarted by a
@@ -23,14 +27,28 @@ import asyncio
 import logging
 from typing import Any, Dict, Mapping, Optional
 
-from faust.transport.drivers.aiokafka import Consumer
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer
 from faust.types import TP
 
 log = logging.getLogger(__name__)
 
 
+class ShortFetchWaitThread(AIOKafkaConsumerThread):
+    """Faust's consumer thread, its client's fetch wait set from the settings."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        from app.faust_app import settings
+
+        client = super()._create_worker_consumer(transport)
+        client._fetch_max_wait_ms = settings.fetch_max_wait_ms  # read when the client starts
+        return client
+
+
 class DeliveredOffsetsConsumer(Consumer):
     """Faust's aiokafka consumer, with offsets from `delivered` instead of from acks."""
+
+    def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
+        return ShortFetchWaitThread(self, loop=self.loop, beacon=self.beacon)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -272,6 +272,11 @@ SPECS: Dict[str, Spec] = {
         "WEIR_BATCH_MAX_WAIT_MS", "200", _int(1),
         "Longest an agent waits to fill a batch before processing what it has.",
     ),
+    "fetch_max_wait_ms": Spec(
+        "WEIR_FETCH_MAX_WAIT_MS", "100", _int(0, 60000),
+        "Longest the broker holds a fetch that has no new records (Faust hard-codes 1500: a "
+        "fetch of idle partitions then delays the next records of busy ones that long).",
+    ),
     "processing_guarantee": Spec(
         "WEIR_PROCESSING_GUARANTEE", "exactly_once", _choice("exactly_once", "at_least_once"),
         "Faust processing guarantee.",
@@ -405,6 +410,7 @@ class Settings:
     batch_max_wait_ms: int
     processing_guarantee: str
     commit_interval_ms: int
+    fetch_max_wait_ms: int
     consumer_session_timeout_ms: int
     web_host: str
     web_port: int
