@@ -13,6 +13,7 @@ import sys
 import faust
 
 from app import monitoring
+from app.bulk_restore import BulkRestorer, table_manager
 from app.kafka_auth import broker_credentials, client_options
 from app.partition_log import PartitionLog
 from app.settings import Settings
@@ -23,9 +24,13 @@ log = logging.getLogger(__name__)
 
 settings = Settings.from_env()
 #: re-reads partitions whose batches Faust delivered with holes or out of order
-partition_log = PartitionLog(settings.kafka_servers, "read_committed"
-                             if settings.processing_guarantee == "exactly_once"
-                             else "read_uncommitted", client_options=client_options(settings))
+isolation_level = ("read_committed" if settings.processing_guarantee == "exactly_once"
+                   else "read_uncommitted")
+partition_log = PartitionLog(settings.kafka_servers, isolation_level,
+                             client_options=client_options(settings))
+#: restores the tables in bulk before Faust's recovery reads on (app/bulk_restore.py)
+restorer = (BulkRestorer(settings.kafka_servers, isolation_level, client_options(settings))
+            if settings.bulk_restore == "true" else None)
 
 
 class WeirApp(faust.App):
@@ -92,6 +97,7 @@ app = WeirApp(
     web_host=settings.web_host,
     web_port=settings.web_port,
     web_tables_enabled=settings.web_tables_enabled == "true",
+    TableManager=table_manager(restorer),
 )
 monitoring.install(app, settings)
 

@@ -272,6 +272,11 @@ SPECS: Dict[str, Spec] = {
         "WEIR_BATCH_MAX_WAIT_MS", "200", _int(1),
         "Longest an agent waits to fill a batch before processing what it has.",
     ),
+    "bulk_restore": Spec(
+        "WEIR_BULK_RESTORE", "true", _choice("true", "false"),
+        "Restore tables from their changelogs in large fetches and write batches before "
+        "Faust's record-by-record recovery (app/bulk_restore.py); false: Faust's alone.",
+    ),
     "fetch_max_wait_ms": Spec(
         "WEIR_FETCH_MAX_WAIT_MS", "100", _int(0, 60000),
         "Longest the broker holds a fetch that has no new records (Faust hard-codes 1500: a "
@@ -411,6 +416,7 @@ class Settings:
     processing_guarantee: str
     commit_interval_ms: int
     fetch_max_wait_ms: int
+    bulk_restore: str
     consumer_session_timeout_ms: int
     web_host: str
     web_port: int

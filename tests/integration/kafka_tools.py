@@ -115,9 +115,12 @@ class Worker:
         self.program = program or [WEIR]  # or a wrapper of `weir`, e.g. with a fault injected
         self.proc: Optional[subprocess.Popen] = None
         self.web_port = 0
+        self._ready_before = 0  # "Worker ready" lines in the log before the last start
 
     def start(self) -> "Worker":
         self.web_port = self.web_port or free_port()  # kept across restarts, or set beforehand
+        self._ready_before = (self.log_text().count("Worker ready")
+                              if self.log_path.exists() else 0)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [*self.program, "worker", "-l", "info", "--web-port", str(self.web_port)],
@@ -128,6 +131,15 @@ class Worker:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    async def wait_ready(self, timeout_s: float = 90.0) -> "Worker":
+        """Until this start has recovered its tables and joined the group ("Worker ready"):
+        a test that streams input from here on knows the worker is reading it."""
+        await asyncio.to_thread(
+            wait_for, lambda: self.log_text().count("Worker ready") > self._ready_before,
+            timeout_s, f"{self.log_path.name}: the worker to be ready")
+        self.assert_running()
+        return self
 
     def stop(self, timeout_s: float = 60.0) -> int:
         """Graceful stop (SIGTERM), as a container runtime does."""

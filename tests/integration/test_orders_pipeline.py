@@ -198,7 +198,7 @@ async def test_restart_mid_stream_emits_no_window_twice_and_loses_no_event(
     body = [m for m in messages if b'"flush-' not in m[2]]
     env = pipeline_env
     servers, topic = env["KAFKA_BOOTSTRAP_SERVERS"], env["WEIR_TOPIC_ORDERS"]
-    worker = Worker(env, tmp_path / "worker-1.log").start()
+    worker = await Worker(env, tmp_path / "worker-1.log").start().wait_ready()
     producing = asyncio.ensure_future(produce_slowly(servers, topic, body))
     try:
         # stop the worker while orders are still streaming in

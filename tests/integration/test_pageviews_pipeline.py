@@ -287,7 +287,7 @@ async def test_restart_mid_session_and_mid_hopping_window_changes_no_output(
             sent.append(i + chunk)
             await asyncio.sleep(pause_s)
 
-    worker = Worker(env, tmp_path / "worker-1.log").start()
+    worker = await Worker(env, tmp_path / "worker-1.log").start().wait_ready()
     producing = asyncio.ensure_future(produce_slowly())
     try:
         await read_topic(servers, env["WEIR_TOPIC_PAGEVIEW_METRICS"], 1, timeout_s=90, settle_s=0)
