@@ -137,9 +137,9 @@ async def bench_recovery(servers: str, keys: int, partitions: int, work: Path,
         proc.stop()
         shutil.rmtree(env["WEIR_DATA_DIR"], ignore_errors=True)
     text = proc.log_text()
-    begun = log_time(text, r"\[\^-+Recovery\]: Starting")
-    done = log_time(text, r"\[\^-+Recovery\]: Recovery complete")
-    ready = log_time(text, r"\[\^-+Recovery\]: Worker ready")
+    begun = log_time(text, r"\[\^-+\w*Recovery\]: Starting")
+    done = log_time(text, r"\[\^-+\w*Recovery\]: Recovery complete")
+    ready = log_time(text, r"\[\^-+\w*Recovery\]: Worker ready")
     return RecoveryResult(
         keys, restored, None if done is None else done - started,
         None if done is None or begun is None else done - begun,
