@@ -25,6 +25,7 @@ table with ratios; written as JSON.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import re
@@ -35,7 +36,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -113,29 +114,39 @@ def closing_event(kind: str, p: int, events: int) -> Tuple[int, bytes, bytes]:
     return p, f"k{p}".encode(), orjson.dumps(value)
 
 
-async def produce_events(servers: str, topic: str, events: int, partitions: int,
-                         say: Callable[[str], None], kind: str = "orders") -> None:
-    make = order if kind == "orders" else pageview
+async def produce_records(servers: str, topic: str,
+                          records: Iterable[Tuple[int, Optional[bytes], bytes]],
+                          say: Callable[[str], None] = lambda line: None,
+                          total: int = 0) -> int:
+    """Send (partition, key, value) records as fast as the broker takes them (acks=1, large
+    batches, 20,000 in flight at most); returns how many were sent."""
     producer = AIOKafkaProducer(bootstrap_servers=servers, linger_ms=20,
                                 max_batch_size=512 * 1024, acks=1)
     await producer.start()
-    started = time.monotonic()
+    sent = 0
     try:
         pending = []
-        for i in range(events):
-            p, key, value = make(i, partitions)
+        for p, key, value in records:
             pending.append(await producer.send(topic, value, key=key, partition=p))
+            sent += 1
             if len(pending) >= 20_000:
                 await asyncio.gather(*pending)
                 pending = []
-            if i and i % 200_000 == 0:
-                say(f"  produced {i:,} / {events:,}")
-        for p in range(partitions):
-            p, key, value = closing_event(kind, p, events)
-            pending.append(await producer.send(topic, value, key=key, partition=p))
+            if sent % 200_000 == 0:
+                say(f"  produced {sent:,} / {total:,}")
         await asyncio.gather(*pending)
     finally:
         await producer.stop()
+    return sent
+
+
+async def produce_events(servers: str, topic: str, events: int, partitions: int,
+                         say: Callable[[str], None], kind: str = "orders") -> None:
+    make = order if kind == "orders" else pageview
+    started = time.monotonic()
+    records = itertools.chain((make(i, partitions) for i in range(events)),
+                              (closing_event(kind, p, events) for p in range(partitions)))
+    await produce_records(servers, topic, records, say, events)
     say(f"  produced {events:,} {kind} in {time.monotonic() - started:.1f} s")
 
 

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import orjson
-from aiokafka import AIOKafkaProducer
 
 TABLE = "fraud-users"
 LOG_STAMP = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")
@@ -75,25 +74,12 @@ def user_state(i: int, ts_ms: int) -> dict:
 
 async def fill_changelog(servers: str, topic: str, keys: int, partitions: int,
                          say: Callable[[str], None]) -> None:
-    from app.bench import T0
+    from app.bench import T0, produce_records
 
-    producer = AIOKafkaProducer(bootstrap_servers=servers, linger_ms=20,
-                                max_batch_size=512 * 1024, acks=1)
-    await producer.start()
     started = time.monotonic()
-    try:
-        pending = []
-        for i in range(keys):
-            p = i % partitions
-            pending.append(await producer.send(
-                topic, orjson.dumps(user_state(i, T0 + i)), key=orjson.dumps(f"{p}|e|user-{i:07d}"),
-                partition=p))
-            if len(pending) >= 20_000:
-                await asyncio.gather(*pending)
-                pending = []
-        await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
+    records = ((i % partitions, orjson.dumps(f"{i % partitions}|e|user-{i:07d}"),
+                orjson.dumps(user_state(i, T0 + i))) for i in range(keys))
+    await produce_records(servers, topic, records)
     say(f"  wrote {keys:,} keys to {topic} in {time.monotonic() - started:.1f} s")
 
 

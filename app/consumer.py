@@ -27,6 +27,7 @@ import asyncio
 import logging
 from typing import Any, Dict, Mapping, Optional
 
+from faust.transport.consumer import TransactionManager
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer
 from faust.types import TP
 
@@ -44,6 +45,31 @@ class ShortFetchWaitThread(AIOKafkaConsumerThread):
         return client
 
 
+class StaleProducerStoppingTransactionManager(TransactionManager):
+    """Faust's transaction manager, which also stops the producers of partitions that stayed
+    on this worker only as standbys.
+
+    Faust stops the transactional producer of a revoked partition only when the partition
+    leaves the worker entirely: one that becomes a standby here keeps its producer, while the
+    new owner's producer for the same transactional id fences it at the broker. When the
+    partition came back as an active, Faust reused that fenced producer, the next batch failed
+    (``Can't send messages while not in transaction``, then ``FATAL_ERROR``) and the worker
+    stopped. Here every producer without an active partition is stopped before Faust starts
+    the ones the new assignment needs, so a returning partition gets a fresh producer.
+    """
+
+    async def on_rebalance(self, assigned: Any, revoked: Any, newly_assigned: Any) -> None:
+        producers = self.producer._transaction_producers
+        stale = sorted(set(producers) - self._tps_to_transactional_ids(assigned))
+        if stale:
+            log.info("Stopping %d transactional producers of partitions no longer active "
+                     "here: %s", len(stale), ", ".join(stale))
+        for tid in stale:
+            async with self.producer._trn_locks[tid]:  # after a batch in progress on it
+                await self.producer.stop_transaction(tid)
+        await super().on_rebalance(assigned, revoked, newly_assigned)
+
+
 class DeliveredOffsetsConsumer(Consumer):
     """Faust's aiokafka consumer, with offsets from `delivered` instead of from acks."""
 
@@ -52,6 +78,9 @@ class DeliveredOffsetsConsumer(Consumer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.transactions = StaleProducerStoppingTransactionManager(
+            self.transport, consumer=self, producer=self.app.producer, beacon=self.beacon,
+            loop=self.loop)
         self._delivered: Dict[TP, int] = {}
         self._delivered_committed: Dict[TP, int] = {}
 

@@ -9,11 +9,13 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 WEIR = os.path.join(os.path.dirname(sys.executable), "weir")
 
@@ -88,6 +90,41 @@ async def read_topic(servers: str, topic: str, at_least: int = 0, timeout_s: flo
         return records
     finally:
         await consumer.stop()
+
+
+async def new_topic(servers: str, prefix: str, partitions: int = 1) -> str:
+    """A fresh topic named ``<prefix>-<random>``."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        await admin.close()
+    return name
+
+
+def interleaved(messages):
+    """The same messages (same order within each partition), partitions taking turns: every
+    partition's event time, so the merged watermark, moves on from the start of a stream."""
+    queues: Dict[int, List] = {}
+    for m in messages:
+        queues.setdefault(m[0], []).append(m)
+    out = []
+    while any(queues.values()):
+        for q in queues.values():
+            if q:
+                out.append(q.pop(0))
+    return out
+
+
+def mid_stream_split(messages, share: float = 0.6):
+    """The messages interleaved, cut in two: a test streams the first part, waits for the first
+    output (made within it), stops or kills the worker, and only then streams the rest, so the
+    stop comes mid-stream however slow the machine."""
+    messages = interleaved(messages)
+    cut = int(len(messages) * share)
+    return messages[:cut], messages[cut:]
 
 
 def redeliver_some(rnd, messages: list, earlier: list, share: float = 0.04,

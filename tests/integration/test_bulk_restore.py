@@ -8,10 +8,10 @@ from typing import Dict, List, Optional, Tuple
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from faust.types import TP
 
 from app.bulk_restore import BulkRestorer
+from tests.integration.kafka_tools import new_topic
 
 pytestmark = pytest.mark.integration
 
@@ -38,13 +38,7 @@ class FakeTable:
 async def transactional_changelog(servers: str) -> Tuple[str, Dict[bytes, bytes], int]:
     """A 2-partition topic written in transactions (one aborted, tombstones included);
     returns its name, partition 0's committed final state and its log end offset."""
-    topic = f"changelog-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, 2, 1)])
-    finally:
-        await admin.close()
+    topic = await new_topic(servers, "changelog", partitions=2)
     producer = AIOKafkaProducer(bootstrap_servers=servers,
                                 transactional_id=f"bulk-restore-test-{uuid.uuid4().hex[:8]}")
     await producer.start()

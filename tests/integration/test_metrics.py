@@ -6,7 +6,7 @@ import collections
 
 import pytest
 
-from tests.integration.kafka_tools import Worker, free_port, read_topic, wait_for
+from tests.integration.kafka_tools import Worker, free_port, interleaved, read_topic, wait_for
 from tests.integration.prometheus_tools import Prometheus, http_status, scrape
 from tests.integration.test_orders_pipeline import fixed_input, oracle_for, produce_slowly
 from tests.unit.test_deployment import dashboard_queries
@@ -28,20 +28,6 @@ def make_workers(env, tmp_path, count, extra=None):
 
 def start_workers(env, tmp_path, count, extra=None):
     return [w.start() for w in make_workers(env, tmp_path, count, extra)]
-
-
-def interleaved(messages):
-    """The same messages (same order within each partition), partitions taking turns."""
-    by_partition = collections.defaultdict(list)
-    for m in messages:
-        by_partition[m[0]].append(m)
-    queues = list(by_partition.values())
-    out = []
-    while any(queues):
-        for q in queues:
-            if q:
-                out.append(q.pop(0))
-    return out
 
 
 def owners(prom: Prometheus, topic: str):

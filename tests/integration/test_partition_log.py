@@ -7,10 +7,9 @@ from dataclasses import dataclass
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from app.partition_log import PartitionLog
-from tests.integration.kafka_tools import produce
+from tests.integration.kafka_tools import new_topic, produce
 
 pytestmark = pytest.mark.integration
 
@@ -27,17 +26,6 @@ class Msg:
 class Ev:
     message: Msg
     value: bytes
-
-
-async def new_topic(servers: str, prefix: str) -> str:
-    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, 1, 1)])
-    finally:
-        await admin.close()
-    return name
 
 
 def batch(topic, offsets):
