@@ -26,7 +26,8 @@ then on (as the window engine does), so the last buffered events are released.
 
 State per partition: the clock (watermark, next source offset) as the meta,
 and per key its buffered events ``[ts, tie, value]``; a key whose buffer
-empties is deleted (a tombstone).
+empties is deleted (a tombstone). Only keys whose buffer changed are written,
+and a key buffered and released within one batch not at all.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class _PartitionBuffers:
     clock: PartitionClock
     buffers: Dict[str, List[List[Any]]]  # key -> [[ts, tie, value], ...]
     heap: List[Tuple[int, str, str]] = field(default_factory=list)  # (ts, tie, key)
+    stored: Set[str] = field(default_factory=set)  # keys the store holds a buffer of
     last_event_wall_ms: Optional[int] = None
     max_event_at_last_event: Optional[int] = None
 
@@ -83,7 +85,8 @@ class OrderedRelease(PartitionCache[_PartitionBuffers]):
 
     def _load(self, partition: int, meta: Meta, entries: Entries) -> _PartitionBuffers:
         clock = PartitionClock.from_meta(meta, self.max_out_of_orderness_ms)
-        state = _PartitionBuffers(clock, {k: list(v) for k, v in entries.items()})
+        state = _PartitionBuffers(clock, {k: list(v) for k, v in entries.items()},
+                                  stored=set(entries))
         state.heap = [(ts, tie, key) for key, listed in state.buffers.items()
                       for ts, tie, _ in listed]
         heapq.heapify(state.heap)
@@ -169,6 +172,10 @@ class OrderedRelease(PartitionCache[_PartitionBuffers]):
         result.released += released
 
     def _save(self, partition: int, state: _PartitionBuffers, changed: Set[str]) -> None:
+        """Write the changed keys' buffers; delete the emptied ones the store holds (a key
+        buffered and released within one batch never reaches the store)."""
         updated = {key: state.buffers[key] for key in changed if key in state.buffers}
-        deleted = [key for key in changed if key not in state.buffers]
+        deleted = [key for key in changed if key not in state.buffers and key in state.stored]
+        state.stored.update(updated)
+        state.stored.difference_update(deleted)
         self.store.save(partition, state.clock.to_meta(), updated, deleted)
