@@ -69,12 +69,29 @@ class FaustTableStore:
     def load(self, partition: int) -> Tuple[Meta, Entries]:
         prefix = f"{partition}|e|"
         meta = self.table.get(f"{partition}|m") or {}
+        if self._rocksdict():  # only the partition's own database, from the prefix on
+            return dict(meta), self._load_rocksdb(partition, prefix)
         entries = {
             key[len(prefix):]: value
             for key, value in self.table.items()
             if key.startswith(prefix) and value is not None
         }
         return dict(meta), entries
+
+    def _rocksdict(self) -> bool:
+        """True when the table is in RocksDB through rocksdict (read and written raw here)."""
+        return rocksdict is not None and getattr(self.table.data, "use_rocksdict", False)
+
+    def _load_rocksdb(self, partition: int, prefix: str) -> Entries:
+        start = orjson.dumps(prefix)[:-1]  # the encoded keys of the prefix begin so
+        entries = {}
+        for raw_key, raw_value in self.table.data._db_for_partition(partition).items(
+                from_key=start):
+            if not raw_key.startswith(start):
+                break
+            if raw_value is not None:
+                entries[orjson.loads(raw_key)[len(prefix):]] = orjson.loads(raw_value)
+        return entries
 
     def save(self, partition: int, meta: Meta, updated: Entries, deleted: Iterable[str]) -> None:
         event: Optional[EventT] = self._events.get(partition)
@@ -105,7 +122,7 @@ class FaustTableStore:
     def _apply_local(self, ops: List[Tuple[int, str, Any]],
                      encoded: Dict[int, List[Tuple[bytes, Optional[bytes]]]]) -> None:
         data = self.table.data  # the store itself: no changelog send of Faust's
-        if rocksdict is None or not getattr(data, "use_rocksdict", False):
+        if not self._rocksdict():
             return self._apply_store(ops)
         for partition, records in encoded.items():
             if partition not in self._events:

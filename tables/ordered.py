@@ -34,13 +34,16 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from operator import itemgetter
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from tables.engine import Item, LateItem, S
 from tables.errors import WeirError
 from tables.state import (Entries, Meta, PartitionCache, PartitionClock, PartitionStore,
                           idle_event_time)
 from tables.watermark import BoundedOutOfOrderness
+
+_TS_TIE = itemgetter(0, 1)  # a buffered event's [ts, tie, value] -> (ts, tie)
 
 
 @dataclass(frozen=True)
@@ -154,22 +157,24 @@ class OrderedRelease(PartitionCache[_PartitionBuffers]):
         """Pop, in ``(ts, tie, key)`` order, every buffered event with ``ts < watermark``."""
         watermark = state.clock.watermark.watermark_ms
         heap = state.heap
-        taken: Dict[str, int] = {}
+        popped: List[Tuple[int, str, str]] = []  # in release order
         while watermark is not None and heap and heap[0][0] < watermark:
-            ts, tie, key = heapq.heappop(heap)
+            popped.append(heapq.heappop(heap))
+        taken: Dict[str, int] = {}
+        for _, _, key in popped:
             taken[key] = taken.get(key, 0) + 1
-        released = []
+        values: Dict[str, Iterator[Any]] = {}  # per key, its released values in order
         for key, n in taken.items():
-            listed = sorted(state.buffers[key], key=lambda e: (e[0], e[1]))
-            released += [Released(key, ts, tie, value) for ts, tie, value in listed[:n]]
-            rest = listed[n:]
-            if rest:
-                state.buffers[key] = rest
+            listed = state.buffers[key]
+            if len(listed) > 1:
+                listed.sort(key=_TS_TIE)  # stable: equal (ts, tie) keep their arrival order
+            values[key] = iter([value for _, _, value in listed[:n]])
+            if n < len(listed):
+                state.buffers[key] = listed[n:]
             else:
                 del state.buffers[key]
             changed.add(key)
-        released.sort(key=lambda r: (r.ts_ms, r.tie, r.key))
-        result.released += released
+        result.released += [Released(key, ts, tie, next(values[key])) for ts, tie, key in popped]
 
     def _save(self, partition: int, state: _PartitionBuffers, changed: Set[str]) -> None:
         """Write the changed keys' buffers; delete the emptied ones the store holds (a key
