@@ -22,8 +22,9 @@ nothing is late. Alerts go to ``fraud-alerts`` keyed by ``userId``.
 
 State (three Faust tables co-partitioned with the input, changelogs
 included): the buffers and the partition's clock (``fraud-pending``), the
-seen ids (``fraud-dedup``) and the per-user rule state (``fraud-users``),
-both expiring in event time with tombstones. A batch's alerts, side outputs,
+seen ids (``fraud-dedup``, one entry per batch and 1 s bucket) and the per-user
+rule state (``fraud-users``, written once per user and batch), both expiring in
+event time with tombstones. A batch's alerts, side outputs,
 changelog records and input offsets commit in one transaction (`Sink`).
 
 The watermark, lateness and the late events' ``sourceTopic``/``sourceOffset``
