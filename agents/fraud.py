@@ -40,6 +40,7 @@ from typing import Dict, List, Sequence
 from faust.types import TP, EventT
 
 from agents.fraud_rules import Alert, FraudRules
+from app import direct_batches
 from app.clock import wall_clock_ms
 from app.faust_app import app, partition_log, settings
 from app.metrics import count_fraud_alert
@@ -271,7 +272,8 @@ async def fraud_progress() -> None:
 
 
 watches = [StallWatch(app, RULES_SOURCE, partition_log, lambda p: ordered.clock(p).next_offset,
-                      process_transactions)]
+                      process_transactions,
+                      queued=lambda p: direct_batches.queued(RULES_SOURCE, p))]
 if REPARTITION:
     watches.append(StallWatch(app, settings.transactions_topic, partition_log,
                               lambda p: forwarded.clock(p).next_offset, forward_transactions))
