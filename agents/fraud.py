@@ -9,8 +9,8 @@ Otherwise the rules read ``transactions`` directly and producers must key by
 ``userId`` (transactions keyed otherwise are counted in the progress log).
 
 Per source partition of the rules, in offset order: decode (malformed and future ones go to
-``dead-letters``); drop a ``transactionId`` seen before (dedup, event-time TTL
-``WEIR_FRAUD_DEDUP_TTL_MS``); ``LARGE_AMOUNT`` at once; then, under the
+``dead-letters``); drop a ``transactionId`` seen before (dedup, `tables.dedup`: remembered
+for at least ``WEIR_FRAUD_DEDUP_TTL_MS`` of event time, at most 1 s more); ``LARGE_AMOUNT`` at once; then, under the
 partition's watermark (highest transaction time minus
 ``WEIR_FRAUD_MAX_OUT_OF_ORDERNESS_MS``), a late transaction
 (``timestamp < watermark``) goes to ``late-events`` and takes no part in the
@@ -22,8 +22,9 @@ nothing is late. Alerts go to ``fraud-alerts`` keyed by ``userId``.
 
 State (three Faust tables co-partitioned with the input, changelogs
 included): the buffers and the partition's clock (``fraud-pending``), the
-seen ids (``fraud-dedup``) and the per-user rule state (``fraud-users``),
-both expiring in event time with tombstones. A batch's alerts, side outputs,
+seen ids (``fraud-dedup``, one entry per batch and 1 s bucket) and the per-user
+rule state (``fraud-users``, written once per user and batch), both expiring in
+event time with tombstones. A batch's alerts, side outputs,
 changelog records and input offsets commit in one transaction (`Sink`).
 
 The watermark, lateness and the late events' ``sourceTopic``/``sourceOffset``
@@ -39,6 +40,7 @@ from typing import Dict, List, Sequence
 from faust.types import TP, EventT
 
 from agents.fraud_rules import Alert, FraudRules
+from app import direct_batches
 from app.clock import wall_clock_ms
 from app.faust_app import app, partition_log, settings
 from app.metrics import count_fraud_alert
@@ -47,6 +49,7 @@ from app.partition_log import PartitionLocks, StallWatch
 from app.sinks import Sender, Sink, future_timestamp, send_dead_letter, send_late_event
 from app.topics import register_repartition_topic, register_table
 from app.windowed import batch_gate, check_watches, consume_in_batches, progress_line
+from tables.dedup import SeenIds
 from tables.engine import Item
 from tables.faust_store import FaustTableStore
 from tables.ordered import OrderedRelease, ReleaseResult
@@ -85,7 +88,7 @@ users_store = FaustTableStore(app.Table("fraud-users", partitions=settings.input
 STORES = (pending_store, dedup_store, users_store)
 ordered = OrderedRelease(settings.fraud_max_out_of_orderness_ms, pending_store,
                          tie=lambda tx: tx["id"])
-seen_ids = TtlState(settings.fraud_dedup_ttl_ms, dedup_store, setting="WEIR_FRAUD_DEDUP_TTL_MS")
+seen_ids = SeenIds(settings.fraud_dedup_ttl_ms, dedup_store, setting="WEIR_FRAUD_DEDUP_TTL_MS")
 users = TtlState(settings.fraud_state_ttl_ms, users_store, setting="WEIR_FRAUD_STATE_TTL_MS")
 rules = FraudRules(settings.fraud_large_amount, settings.fraud_frequency_window_ms,
                    settings.fraud_frequency_max, settings.fraud_max_speed_kmh,
@@ -183,10 +186,9 @@ async def _process_transactions(partition: int, events: Sequence[EventT]) -> Non
                                 "for such producers)", event.message.topic, partition,
                                 event.message.offset, event.message.key, tx.user_id)
                 counters["keyed_not_by_user"] += 1
-            if seen_ids.get(partition, tx.transaction_id) is not None:
+            if not seen_ids.first_delivery(partition, tx.transaction_id, tx.timestamp):
                 counters["duplicates"] += 1
                 continue
-            seen_ids.put(partition, tx.transaction_id, 1, tx.timestamp)
             value = {"id": tx.transaction_id, "user": tx.user_id, "amount": tx.amount,
                      "location": tx.location, "ts": tx.timestamp, "lat": tx.lat, "lon": tx.lon}
             large = rules.large_amount_alert(value)
@@ -219,7 +221,7 @@ async def evaluate_and_publish(out: Sender, partition: int, result: ReleaseResul
     counters["evaluated"] += len(result.released)
     seen_ids.expire(partition, result.watermark_ms)
     users.expire(partition, result.watermark_ms)
-    seen_ids.flush(partition)
+    seen_ids.flush(partition, tag=ordered.clock(partition).next_offset)
     users.flush(partition)
     for store in STORES:
         await store.flush_changelog(out)
@@ -270,7 +272,8 @@ async def fraud_progress() -> None:
 
 
 watches = [StallWatch(app, RULES_SOURCE, partition_log, lambda p: ordered.clock(p).next_offset,
-                      process_transactions)]
+                      process_transactions,
+                      queued=lambda p: direct_batches.queued(RULES_SOURCE, p))]
 if REPARTITION:
     watches.append(StallWatch(app, settings.transactions_topic, partition_log,
                               lambda p: forwarded.clock(p).next_offset, forward_transactions))

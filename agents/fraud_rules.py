@@ -113,21 +113,24 @@ class FraudRules:
         if prev is None:
             return None
         apart_ms = tx["ts"] - prev["ts"]
-        details = dict(fromLocation=prev["location"], toLocation=tx["location"],
-                       previousTransactionId=prev["id"], timeApartMs=apart_ms,
-                       distanceKm=None, speedKmh=None)
-        if None not in (prev["lat"], prev["lon"], tx["lat"], tx["lon"]):
+        if prev["lat"] is not None and tx["lat"] is not None:  # lat and lon come together
             km = haversine_km(prev["lat"], prev["lon"], tx["lat"], tx["lon"])
             if km == 0:
                 return None
             speed = math.inf if apart_ms == 0 else km / (apart_ms / 3_600_000)
             if speed <= self.max_speed_kmh:
                 return None
-            details.update(distanceKm=km, speedKmh=None if math.isinf(speed) else speed)
-            return _alert("IMPOSSIBLE_TRAVEL", tx, **details)
+            return _travel_alert(prev, tx, apart_ms, km, None if math.isinf(speed) else speed)
         if prev["location"] != tx["location"] and apart_ms < self.travel_window_ms:
-            return _alert("IMPOSSIBLE_TRAVEL", tx, **details)
+            return _travel_alert(prev, tx, apart_ms, None, None)
         return None
+
+
+def _travel_alert(prev: Tx, tx: Tx, apart_ms: int, km: Optional[float],
+                  speed: Optional[float]) -> Alert:
+    return _alert("IMPOSSIBLE_TRAVEL", tx, fromLocation=prev["location"],
+                  toLocation=tx["location"], previousTransactionId=prev["id"],
+                  timeApartMs=apart_ms, distanceKm=km, speedKmh=speed)
 
 
 def _alert(kind: str, tx: Tx, **details: Any) -> Alert:

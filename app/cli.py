@@ -230,8 +230,10 @@ def main() -> None:
     """Console entry point; bad settings stop here with the setting's name."""
     try:
         from app.faust_app import app, settings
+        from app.gc_tuning import tune
 
         _register_commands(app, settings)
+        tune()
         app.main()
     except WeirError as exc:
         print(f"weir: error: {exc}", file=sys.stderr)

@@ -17,7 +17,7 @@ subscribed and simply waits).
 from __future__ import annotations
 
 import logging
-from typing import Awaitable, Callable, Dict, List, Sequence
+from typing import Awaitable, Callable, Dict, List, Sequence, Set
 
 from faust.types import TP
 
@@ -31,8 +31,18 @@ Handler = Callable[[int, Sequence[LogEvent]], Awaitable[None]]
 HANDLERS: Dict[str, Handler] = {}
 
 
+#: partitions whose fetched batch waits for its turn in the current drain round
+QUEUED: Set[TP] = set()
+
+
 def register(topic: str, handler: Handler) -> None:
     HANDLERS[topic] = handler
+
+
+def queued(topic: str, partition: int) -> bool:
+    """True while a fetched batch of the partition waits for its turn (not a stall: a round
+    handles the batches of every partition one after the other)."""
+    return TP(topic, partition) in QUEUED
 
 
 def as_events(tp: TP, records: List) -> List[LogEvent]:
@@ -53,15 +63,21 @@ async def drain(consumer, fetcher) -> None:
             continue
         generation = consumer.app.consumer_generation_id
         others = {}
-        for tp, batch in records.items():
-            if not consumer.flow_active or consumer.app.consumer_generation_id != generation:
-                break  # a rebalance began: what was fetched is fetched again after it
-            handler = HANDLERS.get(tp.topic)
-            if handler is None:
-                others[tp] = batch
-            elif batch:
-                await _handle(consumer, handler, tp, batch)
-                read_offsets[tp] = batch[-1].offset
+        round_tps = [tp for tp, batch in records.items() if batch and tp.topic in HANDLERS]
+        QUEUED.update(round_tps)
+        try:
+            for tp, batch in records.items():
+                if not consumer.flow_active or consumer.app.consumer_generation_id != generation:
+                    break  # a rebalance began: what was fetched is fetched again after it
+                handler = HANDLERS.get(tp.topic)
+                if handler is None:
+                    others[tp] = batch
+                elif batch:
+                    await _handle(consumer, handler, tp, batch)
+                    read_offsets[tp] = batch[-1].offset
+                    QUEUED.discard(tp)
+        finally:
+            QUEUED.difference_update(round_tps)
         if others:
             await _round_robin(consumer, others, generation)
 

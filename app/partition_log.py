@@ -149,7 +149,9 @@ class StallWatch:
     events dropped around the seek that follows recovery). Every check, each
     assigned partition that is behind its log end and has made no progress for
     ``stall_s`` is read from the broker and processed like a batch; whatever
-    Faust delivers later is skipped as a replay.
+    Faust delivers later is skipped as a replay. A partition whose fetched batch
+    waits for its turn in the direct path's drain round (``queued``) is not
+    stalled: reading it again would only add work to a busy worker.
     """
 
     def __init__(self, app: Any, topic: str, partition_log: PartitionLog,
@@ -157,7 +159,8 @@ class StallWatch:
                  process: Callable[[int, Sequence[Any]], Awaitable[None]],
                  decode: Callable[[Optional[bytes]], Any] = lambda raw: raw,
                  stall_s: float = 5.0,
-                 report_lag: Callable[[Dict[int, int]], None] = lambda lags: None) -> None:
+                 report_lag: Callable[[Dict[int, int]], None] = lambda lags: None,
+                 queued: Callable[[int], bool] = lambda partition: False) -> None:
         self.app = app
         self.topic = topic
         self.partition_log = partition_log
@@ -166,6 +169,7 @@ class StallWatch:
         self.decode = decode
         self.stall_s = stall_s
         self.report_lag = report_lag  # partition -> records behind the log end, every check
+        self.queued = queued  # partition -> a fetched batch of it waits its turn: not stalled
         self._seen: Dict[int, Tuple[int, float]] = {}  # partition -> (next offset, since when)
         self._clean: Dict[int, int] = {}  # partition -> a log end with no records past the state
 
@@ -199,7 +203,7 @@ class StallWatch:
                 continue
             nxt, end = self.next_offset(partition), ends[partition]
             seen = self._seen.get(partition)
-            if seen is None or seen[0] != nxt:
+            if seen is None or seen[0] != nxt or self.queued(partition):
                 self._seen[partition] = (nxt, now)
                 continue
             if nxt >= end or now - seen[1] < self.stall_s or self._clean.get(partition) == end:

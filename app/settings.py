@@ -257,7 +257,7 @@ SPECS: Dict[str, Spec] = {
     ),
     "fraud_dedup_ttl_ms": Spec(
         "WEIR_FRAUD_DEDUP_TTL_MS", "86400000", _int(1),
-        "How long (event time, ms) a transactionId is remembered, so a re-delivery counts once.",
+        "How long (event time, ms, at least; ids are kept in 1 s buckets) a transactionId is remembered, so a re-delivery counts once.",
     ),
     "fraud_state_ttl_ms": Spec(
         "WEIR_FRAUD_STATE_TTL_MS", "86400000", _int(1),

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Sequence
+from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Sequence, Tuple
 
 import orjson
 from aiokafka import TopicPartition
@@ -58,6 +58,25 @@ class Sender:
             await self._producer.send(topic, data, key=key, partition=partition)
         else:
             await self._producer.send(topic, key, data, partition, None, None)
+
+    async def send_many(self, topic: str, partition: int,
+                        records: Sequence[Tuple[bytes, Optional[bytes]]]) -> None:
+        """Send already encoded ``(key, value)`` records to one partition, in order.
+
+        Transactional: packed into the producer's record batches directly (one
+        accumulator call per batch instead of one per record); otherwise one by one."""
+        if not self.transactional:
+            for key, value in records:
+                await self.send(topic, key, value, partition)
+            return
+        batch = None
+        for key, value in records:
+            while batch is None or batch.append(key=key, value=value, timestamp=None) is None:
+                if batch is not None:  # full: send it, continue in a new one
+                    await self._producer.send_batch(batch, topic, partition=partition)
+                batch = self._producer.create_batch()
+        if batch is not None:
+            await self._producer.send_batch(batch, topic, partition=partition)
 
     def consumed(self, source: TP, next_offset: int, events: int = 0) -> None:
         """The batch consumed ``source`` up to ``next_offset``: commit that with it.

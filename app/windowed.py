@@ -131,7 +131,8 @@ def stall_watches(app: Any, topic: str, next_offset: Callable[[int], int],
     pipeline = merger.sink.pipeline
     return [
         StallWatch(app, topic, log_reader, next_offset, process,
-                   report_lag=monitoring.lag_reporter(pipeline, topic)),
+                   report_lag=monitoring.lag_reporter(pipeline, topic),
+                   queued=lambda p: direct_batches.queued(topic, p)),
         StallWatch(app, merger.source.topic, log_reader, lambda p: merger.resume_offset(),
                    lambda p, events: merger.merge(events), orjson.loads,
                    report_lag=monitoring.lag_reporter(pipeline, merger.source.topic)),

@@ -22,11 +22,16 @@ from __future__ import annotations
 
 import weakref
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import orjson
 from faust.streams import _current_event
 from faust.types import EventT, TableT
+
+try:
+    import rocksdict
+except ImportError:  # Faust's other RocksDB binding: `_apply_store`
+    rocksdict = None
 
 from tables.state import Entries, Meta
 
@@ -64,12 +69,29 @@ class FaustTableStore:
     def load(self, partition: int) -> Tuple[Meta, Entries]:
         prefix = f"{partition}|e|"
         meta = self.table.get(f"{partition}|m") or {}
+        if self._rocksdict():  # only the partition's own database, from the prefix on
+            return dict(meta), self._load_rocksdb(partition, prefix)
         entries = {
             key[len(prefix):]: value
             for key, value in self.table.items()
             if key.startswith(prefix) and value is not None
         }
         return dict(meta), entries
+
+    def _rocksdict(self) -> bool:
+        """True when the table is in RocksDB through rocksdict (read and written raw here)."""
+        return rocksdict is not None and getattr(self.table.data, "use_rocksdict", False)
+
+    def _load_rocksdb(self, partition: int, prefix: str) -> Entries:
+        start = orjson.dumps(prefix)[:-1]  # the encoded keys of the prefix begin so
+        entries = {}
+        for raw_key, raw_value in self.table.data._db_for_partition(partition).items(
+                from_key=start):
+            if not raw_key.startswith(start):
+                break
+            if raw_value is not None:
+                entries[orjson.loads(raw_key)[len(prefix):]] = orjson.loads(raw_value)
+        return entries
 
     def save(self, partition: int, meta: Meta, updated: Entries, deleted: Iterable[str]) -> None:
         event: Optional[EventT] = self._events.get(partition)
@@ -85,16 +107,37 @@ class FaustTableStore:
 
     async def flush_changelog(self, out: Any) -> None:
         """Send the queued writes to the changelog with ``out`` (an `app.sinks.Sender`), and
-        apply them to RocksDB once ``out`` has committed them."""
+        apply them to RocksDB once ``out`` has committed them. Keys and values are encoded
+        once (orjson, the bytes Faust's JSON serializer gives), for both."""
         topic = self.table.changelog_topic.get_topic_name()
         ops, self._changelog = self._changelog, []
+        by_partition: Dict[int, List[Tuple[bytes, Optional[bytes]]]] = {}
         for partition, key, value in ops:
-            await out.send(topic, orjson.dumps(key),
-                           None if value is None else orjson.dumps(value), partition=partition)
-        out.after_commit(lambda: self._apply_local(ops))
+            by_partition.setdefault(partition, []).append(
+                (orjson.dumps(key), None if value is None else orjson.dumps(value)))
+        for partition, records in by_partition.items():
+            await out.send_many(topic, partition, records)
+        out.after_commit(lambda: self._apply_local(ops, by_partition))
 
-    def _apply_local(self, ops: List[Tuple[int, str, Any]]) -> None:
+    def _apply_local(self, ops: List[Tuple[int, str, Any]],
+                     encoded: Dict[int, List[Tuple[bytes, Optional[bytes]]]]) -> None:
         data = self.table.data  # the store itself: no changelog send of Faust's
+        if not self._rocksdict():
+            return self._apply_store(ops)
+        for partition, records in encoded.items():
+            if partition not in self._events:
+                continue  # the partition left this worker meanwhile
+            batch = rocksdict.WriteBatch(raw_mode=True)  # the changelog's bytes, as recovery
+            for key, value in records:
+                if value is None:
+                    batch.delete(key)
+                else:
+                    batch.put(key, value)
+            data._db_for_partition(partition).write(batch)
+
+    def _apply_store(self, ops: List[Tuple[int, str, Any]]) -> None:
+        """Any other Faust store: key by key, through the table's serializers."""
+        data = self.table.data
         for partition, key, value in ops:
             event = self._events.get(partition)
             if event is None:

@@ -26,20 +26,24 @@ then on (as the window engine does), so the last buffered events are released.
 
 State per partition: the clock (watermark, next source offset) as the meta,
 and per key its buffered events ``[ts, tie, value]``; a key whose buffer
-empties is deleted (a tombstone).
+empties is deleted (a tombstone). Only keys whose buffer changed are written,
+and a key buffered and released within one batch not at all.
 """
 
 from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from operator import itemgetter
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from tables.engine import Item, LateItem, S
 from tables.errors import WeirError
 from tables.state import (Entries, Meta, PartitionCache, PartitionClock, PartitionStore,
                           idle_event_time)
 from tables.watermark import BoundedOutOfOrderness
+
+_TS_TIE = itemgetter(0, 1)  # a buffered event's [ts, tie, value] -> (ts, tie)
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,7 @@ class _PartitionBuffers:
     clock: PartitionClock
     buffers: Dict[str, List[List[Any]]]  # key -> [[ts, tie, value], ...]
     heap: List[Tuple[int, str, str]] = field(default_factory=list)  # (ts, tie, key)
+    stored: Set[str] = field(default_factory=set)  # keys the store holds a buffer of
     last_event_wall_ms: Optional[int] = None
     max_event_at_last_event: Optional[int] = None
 
@@ -83,7 +88,8 @@ class OrderedRelease(PartitionCache[_PartitionBuffers]):
 
     def _load(self, partition: int, meta: Meta, entries: Entries) -> _PartitionBuffers:
         clock = PartitionClock.from_meta(meta, self.max_out_of_orderness_ms)
-        state = _PartitionBuffers(clock, {k: list(v) for k, v in entries.items()})
+        state = _PartitionBuffers(clock, {k: list(v) for k, v in entries.items()},
+                                  stored=set(entries))
         state.heap = [(ts, tie, key) for key, listed in state.buffers.items()
                       for ts, tie, _ in listed]
         heapq.heapify(state.heap)
@@ -151,24 +157,30 @@ class OrderedRelease(PartitionCache[_PartitionBuffers]):
         """Pop, in ``(ts, tie, key)`` order, every buffered event with ``ts < watermark``."""
         watermark = state.clock.watermark.watermark_ms
         heap = state.heap
-        taken: Dict[str, int] = {}
+        popped: List[Tuple[int, str, str]] = []  # in release order
         while watermark is not None and heap and heap[0][0] < watermark:
-            ts, tie, key = heapq.heappop(heap)
+            popped.append(heapq.heappop(heap))
+        taken: Dict[str, int] = {}
+        for _, _, key in popped:
             taken[key] = taken.get(key, 0) + 1
-        released = []
+        values: Dict[str, Iterator[Any]] = {}  # per key, its released values in order
         for key, n in taken.items():
-            listed = sorted(state.buffers[key], key=lambda e: (e[0], e[1]))
-            released += [Released(key, ts, tie, value) for ts, tie, value in listed[:n]]
-            rest = listed[n:]
-            if rest:
-                state.buffers[key] = rest
+            listed = state.buffers[key]
+            if len(listed) > 1:
+                listed.sort(key=_TS_TIE)  # stable: equal (ts, tie) keep their arrival order
+            values[key] = iter([value for _, _, value in listed[:n]])
+            if n < len(listed):
+                state.buffers[key] = listed[n:]
             else:
                 del state.buffers[key]
             changed.add(key)
-        released.sort(key=lambda r: (r.ts_ms, r.tie, r.key))
-        result.released += released
+        result.released += [Released(key, ts, tie, next(values[key])) for ts, tie, key in popped]
 
     def _save(self, partition: int, state: _PartitionBuffers, changed: Set[str]) -> None:
+        """Write the changed keys' buffers; delete the emptied ones the store holds (a key
+        buffered and released within one batch never reaches the store)."""
         updated = {key: state.buffers[key] for key in changed if key in state.buffers}
-        deleted = [key for key in changed if key not in state.buffers]
+        deleted = [key for key in changed if key not in state.buffers and key in state.stored]
+        state.stored.update(updated)
+        state.stored.difference_update(deleted)
         self.store.save(partition, state.clock.to_meta(), updated, deleted)

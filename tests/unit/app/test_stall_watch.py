@@ -88,3 +88,18 @@ async def test_nothing_is_read_while_a_rebalance_is_under_way():
     app.rebalancing = True
     await watch.check()
     assert log.reads == []
+
+
+async def test_a_partition_whose_fetched_batch_waits_its_turn_is_not_stalled():
+    app, state = FakeApp([0, 1]), {0: 5, 1: 10}
+    log = FakeLog({0: 9, 1: 14})
+    watch = make_watch(app, log, state)
+    queued = {1}
+    watch.queued = lambda p: p in queued
+    await watch.check()
+    await watch.check()
+    assert log.reads == [0], "the queued partition was read again"
+    queued.clear()  # its turn never came: once no batch of it waits, it is a stall
+    await watch.check()
+    await watch.check()
+    assert log.reads == [0, 1] and state == {0: 9, 1: 14}
