@@ -33,8 +33,8 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from app.bench_latency import (LOG_APPEND_TIME, Latency, OutputWatch, Record, WatermarkIndex,
-                               produce_steady, read_log, summarize)
+from app.bench_latency import (LOG_APPEND_TIME, Latency, Record, WatermarkIndex,
+                               run_offered_load, summarize)
 from app.generator import TransactionStream
 
 ORACLE = Path(__file__).resolve().parents[1] / "tests" / "fraud_oracle.py"
@@ -137,7 +137,7 @@ def alert_latencies(inputs: Mapping[int, Sequence[Record]], alerts: Sequence[Rec
 
 async def bench_fraud_latency(servers: str, partitions: int, rate: float, seconds: float,
                               work: Path, say: Callable[[str], None]) -> FraudLatencyResult:
-    from app.bench import Process, create_topic, weir_env, weir_executable
+    from app.bench import create_topic, weir_env
 
     oracle = fraud_oracle()
     suffix = uuid.uuid4().hex[:6]
@@ -157,27 +157,18 @@ async def bench_fraud_latency(servers: str, partitions: int, rate: float, second
         tx["timestamp"] += now_ms
         return None, key, orjson.dumps(tx)
 
-    proc = Process([weir_executable(), "worker", "-l", "info"], env,
-                   work / "weir-fraud-latency.log")
-    watch = OutputWatch(servers, out)
-    try:
-        await proc.wait_for_log(r"Worker ready", 180)
-        await watch.start()
-        say(f"  offering {rate:,.0f} transactions/s for {seconds:.0f} s ...")
-        achieved = await produce_steady(servers, topic, rate, seconds, transaction)
-        inputs = await read_log(servers, topic)
+    def alerts_due(inputs) -> Tuple[object, int]:
         txs = [to_tx(oracle, p, r.offset, r.value) for p, recs in inputs.items() for r in recs]
         want, _late = oracle.expected(txs, oracle.Thresholds(delay_ms=DELAY_MS))
-        if not await watch.wait_for(lambda recs: len(recs) >= len(want), 60):
-            say(f"  only {len(watch.records)} of {len(want)} alerts arrived")
-        await asyncio.sleep(1.0)  # anything more (a duplicate) would show
-    finally:
-        proc.stop()
-        await watch.stop()
-    got = {a["alertId"]: a for a in (orjson.loads(r.value) for r in watch.records)}
-    correct = len(got) == len(watch.records) and same_alerts(got, want)
-    to_alert, to_visible, own, by_type = alert_latencies(inputs, watch.records, DELAY_MS)
-    return FraudLatencyResult(rate, achieved, seconds, len(txs), len(got), correct,
+        return (txs, want), len(want)
+
+    run = await run_offered_load(servers, env, topic, out, work / "weir-fraud-latency.log",
+                                 rate, seconds, transaction, alerts_due, "transactions", say)
+    txs, want = run.expected
+    got = {a["alertId"]: a for a in (orjson.loads(r.value) for r in run.outputs)}
+    correct = len(got) == len(run.outputs) and same_alerts(got, want)
+    to_alert, to_visible, own, by_type = alert_latencies(run.inputs, run.outputs, DELAY_MS)
+    return FraudLatencyResult(rate, run.achieved_rate, seconds, len(txs), len(got), correct,
                               summarize(to_alert), summarize(to_visible), summarize(own),
                               {k: summarize(v) for k, v in sorted(by_type.items())},
                               f"{partitions} partitions, LogAppendTime, exactly_once, "

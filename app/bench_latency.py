@@ -320,10 +320,51 @@ def stages(closed: Mapping[int, Tuple[int, int]], outputs: Sequence[Record],
     return first, second
 
 
+@dataclass
+class OfferedRun:
+    """What one run at an offered load saw: the input as appended, the outputs, the worker."""
+
+    achieved_rate: float
+    inputs: Dict[int, List[Record]]
+    expected: object  # whatever ``expect`` derived from the inputs
+    outputs: List[Record]
+    peak_rss_mb: Optional[float]
+    cpu_s: Optional[float]
+
+
+async def run_offered_load(servers: str, env: Dict[str, str], topic: str, out: str,
+                           log_path: Path, rate: float, seconds: float,
+                           make: Callable[[int, int], Tuple[Optional[int], bytes, bytes]],
+                           expect: Callable[[Dict[int, List[Record]]], Tuple[object, int]],
+                           what: str, say: Callable[[str], None]) -> OfferedRun:
+    """A cold `weir worker` with ``env``; once ready, ``rate`` records/s of ``make`` into
+    ``topic`` for ``seconds``, then the records of ``out`` until ``expect(inputs)`` says how
+    many should come (and 1 s more, where a duplicate would show)."""
+    from app.bench import Process, weir_executable
+
+    proc = Process([weir_executable(), "worker", "-l", "info"], env, log_path)
+    watch = OutputWatch(servers, out)
+    try:
+        await proc.wait_for_log(r"Worker ready", 180)
+        await watch.start()
+        say(f"  offering {rate:,.0f} {what}/s for {seconds:.0f} s ...")
+        achieved = await produce_steady(servers, topic, rate, seconds, make)
+        inputs = await read_log(servers, topic)
+        expected, count = expect(inputs)
+        if not await watch.wait_for(lambda recs: len(recs) >= count, 60):
+            say(f"  only {len(watch.records)} of {count} outputs arrived")
+        await asyncio.sleep(1.0)
+        peak, cpu = proc.stats()
+    finally:
+        proc.stop()
+        await watch.stop()
+    return OfferedRun(achieved, inputs, expected, list(watch.records), peak, cpu)
+
+
 async def bench_close_latency(servers: str, partitions: int, rate: float, seconds: float,
                               window_ms: int, delay_ms: int, work: Path,
                               say: Callable[[str], None]) -> CloseLatencyResult:
-    from app.bench import Process, create_topic, weir_env, weir_executable
+    from app.bench import create_topic, weir_env
 
     suffix = uuid.uuid4().hex[:6]
     topic, out = f"bench-latency-in-{suffix}", f"bench-latency-out-{suffix}"
@@ -339,30 +380,21 @@ async def bench_close_latency(servers: str, partitions: int, rate: float, second
             "orderId": f"l{i}", "userId": f"u{i % 1000}", "amount": (i % 500) + 0.5,
             "timestamp": now_ms, "productId": f"p{i % 50}"})
 
-    proc = Process([weir_executable(), "worker", "-l", "info"], env, work / "weir-latency.log")
-    watch = OutputWatch(servers, out)
-    try:
-        await proc.wait_for_log(r"Worker ready", 180)
-        await watch.start()
-        say(f"  offering {rate:,.0f} orders/s for {seconds:.0f} s ...")
-        achieved = await produce_steady(servers, topic, rate, seconds, order)
-        closed = closed_windows(order_events(await read_log(servers, topic)), delay_ms,
-                                window_ms)
-        if not await watch.wait_for(lambda recs: len(recs) >= len(closed), 60):
-            say(f"  only {len(watch.records)} of {len(closed)} windows arrived")
-        await asyncio.sleep(1.0)  # anything more (a duplicate) would show
-        peak, cpu = proc.stats()
-    finally:
-        proc.stop()
-        await watch.stop()
-    to_append, to_visible, correct = close_latencies(closed, watch.records)
+    def closed_by(inputs: Dict[int, List[Record]]) -> Tuple[object, int]:
+        closed = closed_windows(order_events(inputs), delay_ms, window_ms)
+        return closed, len(closed)
+
+    run = await run_offered_load(servers, env, topic, out, work / "weir-latency.log", rate,
+                                 seconds, order, closed_by, "orders", say)
+    closed = run.expected
+    to_append, to_visible, correct = close_latencies(closed, run.outputs)
     partials = [(r.timestamp, orjson.loads(r.value)) for recs in (await read_log(
         servers, f"{env['WEIR_APP_ID']}-orders-partials")).values() for r in recs]
-    first, second = stages(closed, watch.records, partials, "orders-totals", partitions,
+    first, second = stages(closed, run.outputs, partials, "orders-totals", partitions,
                            window_ms)
-    return CloseLatencyResult(rate, achieved, seconds, window_ms, delay_ms, len(closed), correct,
-                              summarize(to_append), summarize(to_visible), summarize(first),
-                              summarize(second), peak, cpu,
+    return CloseLatencyResult(rate, run.achieved_rate, seconds, window_ms, delay_ms, len(closed),
+                              correct, summarize(to_append), summarize(to_visible),
+                              summarize(first), summarize(second), run.peak_rss_mb, run.cpu_s,
                               f"{partitions} partitions, LogAppendTime, exactly_once")
 
 
