@@ -129,7 +129,7 @@ async def _forward_transactions(partition: int, events: Sequence[EventT]) -> Non
         clock.advance_to(events[-1].message.offset + 1)
         forwarded_store.bind(anchor)
         forwarded.save(partition)
-        await forwarded_store.flush_changelog(out)
+        await forwarded_store.flush_changelog(out, partition)
         out.consumed(anchor.message.tp, events[-1].message.offset + 1, events=len(events))
 
 
@@ -224,7 +224,7 @@ async def evaluate_and_publish(out: Sender, partition: int, result: ReleaseResul
     seen_ids.flush(partition, tag=ordered.clock(partition).next_offset)
     users.flush(partition)
     for store in STORES:
-        await store.flush_changelog(out)
+        await store.flush_changelog(out, partition)
 
 
 async def send_alert(out: Sender, alert: Alert) -> None:

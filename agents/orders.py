@@ -92,7 +92,7 @@ async def _process_orders(partition: int, events: Sequence[EventT]) -> None:
         await totals.publish(out, partition, result)
         seen_store.bind(anchor)
         seen.flush(partition, next_offset)
-        await seen_store.flush_changelog(out)
+        await seen_store.flush_changelog(out, partition)
         for late in result.late:
             await send_late_event(out, settings.late_events_topic, PIPELINE, totals.name, late)
         for item in result.too_far_ahead:
@@ -124,9 +124,7 @@ merger = ViewMerger([totals], partials_topic.get_topic_name(), sink, publish_tot
 @app.agent(partials_topic)
 async def order_metrics(stream):
     """Merge the partitions' partial totals into global windows."""
-    async for events in stream.take_events(settings.batch_max_events,
-                                           settings.batch_max_wait_ms / 1000):
-        await batch_gate.run(events, lambda: merger.merge(events))
+    await merger.consume(stream, settings)
 
 
 @app.timer(interval=1.0)

@@ -135,10 +135,10 @@ async def _process_pageviews(partition: int, events: Sequence[EventT]) -> None:
             await view.publish(out, partition, result)
             for late in result.late:
                 await send_late_event(out, settings.late_events_topic, PIPELINE, view.name, late)
-        await session_store.flush_changelog(out)
+        await session_store.flush_changelog(out, partition)
         seen_store.bind(anchor)
         seen.flush(partition, next_offset)
-        await seen_store.flush_changelog(out)
+        await seen_store.flush_changelog(out, partition)
         await publish_sessions(out, closed)
         out.consumed(anchor.message.tp, next_offset, events=len(events))
 
@@ -194,9 +194,7 @@ merger = ViewMerger([tumbling, hopping], partials_topic.get_topic_name(), sink,
 @app.agent(partials_topic)
 async def pageview_metrics(stream):
     """Merge the partitions' partial pageview windows into global ones."""
-    async for events in stream.take_events(settings.batch_max_events,
-                                           settings.batch_max_wait_ms / 1000):
-        await batch_gate.run(events, lambda: merger.merge(events))
+    await merger.consume(stream, settings)
 
 
 @app.timer(interval=1.0)

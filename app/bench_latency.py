@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -332,6 +333,17 @@ class OfferedRun:
     cpu_s: Optional[float]
 
 
+async def save_metrics(env: Dict[str, str], path: Path) -> None:
+    """The worker's /metrics at the end of the run, beside its log (batch timings, commits)."""
+    url = f"http://127.0.0.1:{env['WEIR_WEB_PORT']}/metrics"
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(url, timeout=aiohttp.ClientTimeout(total=10)) as resp:
+                path.write_text(await resp.text())
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        path.write_text(f"# {url}: {exc!r}\n")
+
+
 async def run_offered_load(servers: str, env: Dict[str, str], topic: str, out: str,
                            log_path: Path, rate: float, seconds: float,
                            make: Callable[[int, int], Tuple[Optional[int], bytes, bytes]],
@@ -355,6 +367,7 @@ async def run_offered_load(servers: str, env: Dict[str, str], topic: str, out: s
             say(f"  only {len(watch.records)} of {count} outputs arrived")
         await asyncio.sleep(1.0)
         peak, cpu = proc.stats()
+        await save_metrics(env, log_path.with_suffix(".metrics"))
     finally:
         proc.stop()
         await watch.stop()

@@ -31,6 +31,8 @@ from faust.transport.consumer import TransactionManager
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer
 from faust.types import TP
 
+from app import direct_batches
+
 log = logging.getLogger(__name__)
 
 
@@ -86,8 +88,6 @@ class DeliveredOffsetsConsumer(Consumer):
 
     async def _drain_messages(self, fetcher: Any) -> None:
         """Whole partition batches to the pipelines (`app.direct_batches`), when they asked."""
-        from app import direct_batches
-
         if not direct_batches.HANDLERS:
             return await super()._drain_messages(fetcher)
         try:
@@ -99,6 +99,14 @@ class DeliveredOffsetsConsumer(Consumer):
             if not self.transport.app.should_stop:
                 raise
 
+    async def _seek(self, partition: TP, offset: int) -> None:
+        direct_batches.positions_moved()
+        await super()._seek(partition, offset)
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        direct_batches.positions_moved()
+        return await super().seek_to_committed()
+
     async def seek_wait(self, partitions: Mapping[TP, int]) -> None:
         """Seek, with offsets below 0 (or none) read as 0 (the start of the partition).
 
@@ -108,6 +116,7 @@ class DeliveredOffsetsConsumer(Consumer):
         bad = {tp: offset for tp, offset in partitions.items() if offset is None or offset < 0}
         if bad:
             log.warning("seek to offsets below 0 read as 0: %s", bad)
+        direct_batches.positions_moved()
         await super().seek_wait({tp: 0 if tp in bad else offset
                                  for tp, offset in partitions.items()})
 
@@ -134,7 +143,8 @@ class DeliveredOffsetsConsumer(Consumer):
         return False
 
     async def wait_empty(self) -> None:
-        """At a stop, do not wait for events no batch will ever take.
+        """Wait for the direct path's batches in progress; at a stop, do not wait for events
+        no batch will ever take.
 
         Faust's stop waits until every event its streams received is acked. An
         event that reached ``take_events``'s buffer after the `BatchGate` closed
@@ -147,6 +157,9 @@ class DeliveredOffsetsConsumer(Consumer):
         """
         from app.windowed import batch_gate
 
+        if direct_batches.IN_FLIGHT.count:  # a rebalance: let their transactions commit first
+            log.info("Waiting for %d batches in progress", direct_batches.IN_FLIGHT.count)
+            await direct_batches.wait_idle()
         if batch_gate.closed and self._unacked_messages:
             log.info("Stopping: %d events no batch took will be consumed again after the restart",
                      len(self._unacked_messages))

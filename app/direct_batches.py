@@ -16,12 +16,13 @@ subscribed and simply waits).
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Awaitable, Callable, Dict, List, Sequence, Set
+from typing import Awaitable, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from faust.types import TP
 
-from app.partition_log import LogEvent, LogMessage
+from app.partition_log import LogEvent, LogMessage, ReadBatch
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +36,52 @@ HANDLERS: Dict[str, Handler] = {}
 QUEUED: Set[TP] = set()
 
 
+class InFlight:
+    """The batches being handled now: at most ``limit`` at once; `wait_idle` for none."""
+
+    def __init__(self) -> None:
+        self.limit = 1
+        self._count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._slots: Optional[asyncio.Semaphore] = None
+
+    def configure(self, limit: int) -> None:
+        self.limit = limit
+        self._slots = None  # created again on the running loop
+
+    async def run(self, work: Awaitable[None]) -> None:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.limit)
+        async with self._slots:
+            self._count += 1
+            self._idle.clear()
+            try:
+                await work
+            finally:
+                self._count -= 1
+                if not self._count:
+                    self._idle.set()
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+
+#: batches in progress on this path
+IN_FLIGHT = InFlight()
+
+
 def register(topic: str, handler: Handler) -> None:
     HANDLERS[topic] = handler
+
+
+async def wait_idle() -> None:
+    """Until no batch of this path is in progress (a rebalance first lets them commit)."""
+    await IN_FLIGHT.wait_idle()
 
 
 def queued(topic: str, partition: int) -> bool:
@@ -45,53 +90,76 @@ def queued(topic: str, partition: int) -> bool:
     return TP(topic, partition) in QUEUED
 
 
-def as_events(tp: TP, records: List) -> List[LogEvent]:
-    """aiokafka records of one partition as Faust-event-shaped `LogEvent`s."""
+#: per partition, the generation and last offset of the batch last handed to a pipeline
+READ_THROUGH: Dict[TP, Tuple[int, int]] = {}
+
+
+def positions_moved() -> None:
+    """The consumer sought: no batch is known to follow on from an earlier one any more."""
+    READ_THROUGH.clear()
+
+
+def as_events(tp: TP, records: List, generation: int) -> ReadBatch:
+    """aiokafka records of one partition as Faust-event-shaped `LogEvent`s.
+
+    The client hands a partition's records in offset order, skipping only what a
+    read_committed consumer must not see (commit markers, aborted records), so a batch
+    that follows the partition's previous one in the same generation, with no seek
+    between, covers every offset after that one: the pipeline need not read the
+    holes back from the broker (on a transactional input every commit leaves one)."""
     topic, partition = tp.topic, tp.partition
-    return [LogEvent(LogMessage(topic, partition, r.offset, r.key), r.value) for r in records]
+    previous = READ_THROUGH.get(tp)
+    covers_from = None
+    if previous is not None and previous[0] == generation and previous[1] < records[0].offset:
+        covers_from = previous[1] + 1
+    READ_THROUGH[tp] = (generation, records[-1].offset)
+    return ReadBatch([LogEvent(LogMessage(topic, partition, r.offset, r.key), r.value)
+                      for r in records], covers_from)
 
 
 async def drain(consumer, fetcher) -> None:
     """The consumer's drain loop with whole partition batches for registered topics."""
     consumer_stopped = consumer._stopped.is_set
     fetcher_stopped = fetcher._stopped.is_set
-    read_offsets = consumer._read_offset
     while not (consumer_stopped() or fetcher_stopped()):
         records, _ = await consumer._wait_next_records(1.0)
         await consumer.sleep(0)
         if not records or consumer.should_stop:
             continue
         generation = consumer.app.consumer_generation_id
-        others = {}
-        round_tps = [tp for tp, batch in records.items() if batch and tp.topic in HANDLERS]
-        QUEUED.update(round_tps)
+        mine = [(tp, batch) for tp, batch in records.items() if batch and tp.topic in HANDLERS]
+        QUEUED.update(tp for tp, _ in mine)
         try:
-            for tp, batch in records.items():
-                if not consumer.flow_active or consumer.app.consumer_generation_id != generation:
-                    break  # a rebalance began: what was fetched is fetched again after it
-                handler = HANDLERS.get(tp.topic)
-                if handler is None:
-                    others[tp] = batch
-                elif batch:
-                    await _handle(consumer, handler, tp, batch)
-                    read_offsets[tp] = batch[-1].offset
-                    QUEUED.discard(tp)
+            if consumer.flow_active and consumer.app.consumer_generation_id == generation:
+                await asyncio.gather(*(_handle(consumer, HANDLERS[tp.topic], tp, batch, generation)
+                                       for tp, batch in mine))
         finally:
-            QUEUED.difference_update(round_tps)
+            QUEUED.difference_update(tp for tp, _ in mine)
+        others = {tp: batch for tp, batch in records.items() if tp.topic not in HANDLERS}
         if others:
             await _round_robin(consumer, others, generation)
 
 
-async def _handle(consumer, handler: Handler, tp: TP, batch: List) -> None:
-    try:
-        await handler(tp.partition, as_events(tp, batch))
-    except Exception:  # the batch aborted: a later batch re-reads it (holes are repaired)
-        if tp in consumer.assignment():
-            log.exception("%s[%d]: batch of offsets %d..%d failed", tp.topic, tp.partition,
-                          batch[0].offset, batch[-1].offset)
-        else:
-            log.info("%s[%d]: batch dropped, the partition left this worker", tp.topic,
-                     tp.partition)
+async def _handle(consumer, handler: Handler, tp: TP, batch: List, generation: int) -> None:
+    """One partition's batch, when a slot is free and no rebalance began meanwhile (what
+    was fetched is then fetched again after it)."""
+    async def work() -> None:
+        if not consumer.flow_active or consumer.app.consumer_generation_id != generation:
+            return
+        try:
+            await handler(tp.partition, as_events(tp, batch, generation))
+        except Exception:  # the batch aborted: a later batch re-reads it (holes are repaired)
+            if tp in consumer.assignment():
+                log.exception("%s[%d]: batch of offsets %d..%d failed", tp.topic, tp.partition,
+                              batch[0].offset, batch[-1].offset)
+            else:
+                log.info("%s[%d]: batch dropped, the partition left this worker", tp.topic,
+                         tp.partition)
+            return
+        consumer._read_offset[tp] = batch[-1].offset
+        QUEUED.discard(tp)
+
+    await IN_FLIGHT.run(work())
 
 
 async def _round_robin(consumer, records, generation: int) -> None:

@@ -12,12 +12,13 @@ import sys
 
 import faust
 
-from app import monitoring
+from app import direct_batches, monitoring
 from app.bulk_restore import BulkRestorer, table_manager
 from app.kafka_auth import broker_credentials, client_options
 from app.partition_log import PartitionLog
 from app.settings import Settings
 from app.topics import provision
+from app.txn_tuning import set_concurrent_transactions_backoff
 from tables.errors import WeirError
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,8 @@ app = WeirApp(
     TableManager=table_manager(restorer),
 )
 monitoring.install(app, settings)
+set_concurrent_transactions_backoff(settings.txn_retry_backoff_ms)
+direct_batches.IN_FLIGHT.configure(settings.batch_concurrency)
 
 if settings.dashboard_enabled == "true":
     from app.web import install as install_dashboard

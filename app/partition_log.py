@@ -28,6 +28,9 @@ from faust.types import TP
 from tables.errors import WeirError
 
 log = logging.getLogger(__name__)
+#: A read waits behind the fetch its client already has in flight; one at a partition's end
+#: is held by the broker this long (aiokafka's default, 500 ms, was seen in a read's time).
+READ_FETCH_MAX_WAIT_MS = 20
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,17 @@ class LogEvent:
     value: Any
 
 
+class ReadBatch(list):
+    """Records of one partition as the consumer read them, in offset order, with
+    ``covers_from``: the offset from which every offset up to the last one is either in
+    the batch or holds no record for this consumer (a transaction's commit marker, an
+    aborted record under read_committed), or None when that is not known."""
+
+    def __init__(self, events: Sequence[Any], covers_from: Optional[int]) -> None:
+        super().__init__(events)
+        self.covers_from = covers_from
+
+
 class PartitionLog:
     """Reads partitions back from the broker when Faust's stream has holes or disorder."""
 
@@ -70,7 +84,8 @@ class PartitionLog:
         """The records of one partition from ``next_offset`` through the batch's last offset.
 
         ``events`` are Faust events of one partition; ``decode`` turns raw bytes
-        into what Faust's value serializer would have given.
+        into what Faust's value serializer would have given. A `ReadBatch` whose holes
+        are known to hold no records from ``next_offset`` on is used as it is.
         """
         fresh = [e for e in events if e.message.offset >= next_offset]
         if not fresh:
@@ -78,6 +93,10 @@ class PartitionLog:
         offsets = [e.message.offset for e in fresh]
         if offsets == list(range(next_offset, next_offset + len(offsets))):
             return fresh
+        covers_from = getattr(events, "covers_from", None)
+        if (covers_from is not None and covers_from <= next_offset
+                and all(a < b for a, b in zip(offsets, offsets[1:]))):
+            return fresh  # the holes are commit markers or aborted records (`ReadBatch`)
         last = max(offsets)
         first = fresh[0].message
         log.debug("%s[%d]: batch has offsets %d..%d (%d events) but the state expects %d next; "
@@ -92,6 +111,7 @@ class PartitionLog:
             consumer = await self._started()
             tp = TopicPartition(topic, partition)
             consumer.assign([tp])
+            consumer.resume(tp)
             consumer.seek(tp, start)
             records: List[LogEvent] = []
             loop = asyncio.get_running_loop()
@@ -105,6 +125,7 @@ class PartitionLog:
                     if start <= msg.offset <= last:
                         records.append(LogEvent(LogMessage(topic, partition, msg.offset, msg.key),
                                                 decode(msg.value)))
+            consumer.pause(tp)  # no fetch left waiting at the log end for the next read
             self.rereads += 1
             return records
 
@@ -121,7 +142,7 @@ class PartitionLog:
             self._consumer = AIOKafkaConsumer(
                 bootstrap_servers=self.servers, group_id=None, enable_auto_commit=False,
                 isolation_level=self.isolation_level, auto_offset_reset="earliest",
-                **self.client_options)
+                fetch_max_wait_ms=READ_FETCH_MAX_WAIT_MS, **self.client_options)
             await self._consumer.start()
         return self._consumer
 

@@ -270,7 +270,14 @@ SPECS: Dict[str, Spec] = {
     ),
     "batch_max_wait_ms": Spec(
         "WEIR_BATCH_MAX_WAIT_MS", "200", _int(1),
-        "Longest an agent waits to fill a batch before processing what it has.",
+        "Longest an agent on Faust's delivery (WEIR_BATCH_PATH=faust, the fraud repartition "
+        "stage) waits to fill a batch before processing what it has; the direct path takes "
+        "what each fetch brings.",
+    ),
+    "batch_concurrency": Spec(
+        "WEIR_BATCH_CONCURRENCY", "8", _int(1, 1024),
+        "Most partition batches (each its own transaction) a worker handles at the same time; "
+        "1: one partition after the other.",
     ),
     "bulk_restore": Spec(
         "WEIR_BULK_RESTORE", "true", _choice("true", "false"),
@@ -281,6 +288,12 @@ SPECS: Dict[str, Spec] = {
         "WEIR_FETCH_MAX_WAIT_MS", "100", _int(0, 60000),
         "Longest the broker holds a fetch that has no new records (Faust hard-codes 1500: a "
         "fetch of idle partitions then delays the next records of busy ones that long).",
+    ),
+    "txn_retry_backoff_ms": Spec(
+        "WEIR_TXN_RETRY_BACKOFF_MS", "5", _int(1, 1000),
+        "Wait before a transactional producer asks again to add a partition to its next "
+        "transaction while the broker still writes the previous commit's markers (aiokafka "
+        "waits 20 ms; every batch is a transaction, so this wait is paid once per batch).",
     ),
     "processing_guarantee": Spec(
         "WEIR_PROCESSING_GUARANTEE", "exactly_once", _choice("exactly_once", "at_least_once"),
@@ -413,9 +426,11 @@ class Settings:
     fraud_state_ttl_ms: int
     batch_max_events: int
     batch_max_wait_ms: int
+    batch_concurrency: int
     processing_guarantee: str
     commit_interval_ms: int
     fetch_max_wait_ms: int
+    txn_retry_backoff_ms: int
     bulk_restore: str
     consumer_session_timeout_ms: int
     web_host: str

@@ -19,7 +19,7 @@ from faust.types import TP, EventT
 
 from app import direct_batches, monitoring
 from app.clock import wall_clock_ms
-from app.partition_log import PartitionLog, StallWatch
+from app.partition_log import PartitionLog, ReadBatch, StallWatch
 from app.partitions import split_by_partition
 from app.settings import Settings
 from app.sinks import Sender, Sink, count_emitted
@@ -70,7 +70,7 @@ class MergedView:
 
     async def publish(self, out: Sender, partition: int, result: BatchResult) -> None:
         """The batch's state changes, its windows' partial results, then its watermark."""
-        await self.window_store.flush_changelog(out)
+        await self.window_store.flush_changelog(out, partition)
         for w in result.emitted:
             await out.send(self.partials_topic, b"0", {
                 "view": self.name, "kind": "partial", "partition": partition,
@@ -107,9 +107,11 @@ async def consume_in_batches(stream: Any, settings: Settings,
     if direct and settings.batch_path == "direct":
         size = max_events or settings.batch_max_events
 
-        async def in_chunks(partition: int, events: Sequence[EventT]) -> None:
+        async def in_chunks(partition: int, events: ReadBatch) -> None:
             for i in range(0, len(events), size):
-                await batch_gate.run([], lambda: process(partition, events[i:i + size]))
+                covers_from = events.covers_from if i == 0 else events[i - 1].message.offset + 1
+                chunk = ReadBatch(events[i:i + size], covers_from)
+                await batch_gate.run([], lambda: process(partition, chunk))
 
         for topic in getattr(stream.channel, "topics", ()):
             direct_batches.register(topic, in_chunks)
@@ -186,6 +188,10 @@ class ViewMerger:
                 view.merger.load(wall_clock_ms())
         return min(view.merger.next_offset for view in self.views.values())
 
+    async def consume(self, stream: Any, settings: Settings) -> None:
+        """The merge agent's loop over the partials topic."""
+        await consume_in_batches(stream, settings, lambda partition, events: self.merge(events))
+
     async def merge(self, events: Sequence[EventT]) -> None:
         """Merge one batch of partial records (all from the partials topic's one partition)."""
         async with self._lock:
@@ -201,6 +207,8 @@ class ViewMerger:
             return
         for event in events:
             rec = event.value
+            if isinstance(rec, bytes):  # from the direct path (`app.direct_batches`)
+                rec = orjson.loads(rec)
             view = self.views[rec["view"]]
             merger = view.merger
             if event.message.offset < merger.next_offset:
@@ -216,7 +224,7 @@ class ViewMerger:
                 view.merger.next_offset = events[-1].message.offset + 1
                 view.merge_store.bind(anchor)
                 view.merger.save()
-                await view.merge_store.flush_changelog(out)
+                await view.merge_store.flush_changelog(out, self.source.partition)
                 await self.on_merged(view, results[view.name], out)
                 self._count(out, view, results[view.name])
             out.consumed(anchor.message.tp, events[-1].message.offset + 1)
@@ -231,7 +239,7 @@ class ViewMerger:
                 view.merger.advance(now_ms, result)
                 if result.emitted or result.late:
                     view.merger.save()
-                    await view.merge_store.flush_changelog(out)
+                    await view.merge_store.flush_changelog(out, self.source.partition)
                     await self.on_merged(view, result, out)
                     self._count(out, view, result)
 

@@ -52,7 +52,9 @@ class FaustTableStore:
     def __init__(self, table: TableT) -> None:
         self.table = table
         self._events: dict = {}
-        self._changelog: List[Tuple[int, str, Any]] = []  # (partition, key, value or None)
+        #: writes queued per source partition, (key, value or None): each partition's batch
+        #: flushes its own, so batches of several partitions may be in progress at once
+        self._changelog: Dict[int, List[Tuple[str, Any]]] = {}
 
     def bind(self, event: EventT) -> "FaustTableStore":
         """Use ``event`` as the write context of its partition (kept for timers)."""
@@ -97,52 +99,45 @@ class FaustTableStore:
         event: Optional[EventT] = self._events.get(partition)
         if event is None:
             raise RuntimeError(f"FaustTableStore.save for partition {partition} needs bind(event) first")
-        ops = self._changelog
+        ops = self._changelog.setdefault(partition, [])
         for key in deleted:
             if key not in updated:
-                ops.append((partition, f"{partition}|e|{key}", None))
+                ops.append((f"{partition}|e|{key}", None))
         for key, value in updated.items():
-            ops.append((partition, f"{partition}|e|{key}", value))
-        ops.append((partition, f"{partition}|m", meta))
+            ops.append((f"{partition}|e|{key}", value))
+        ops.append((f"{partition}|m", meta))
 
-    async def flush_changelog(self, out: Any) -> None:
-        """Send the queued writes to the changelog with ``out`` (an `app.sinks.Sender`), and
-        apply them to RocksDB once ``out`` has committed them. Keys and values are encoded
-        once (orjson, the bytes Faust's JSON serializer gives), for both."""
-        topic = self.table.changelog_topic.get_topic_name()
-        ops, self._changelog = self._changelog, []
-        by_partition: Dict[int, List[Tuple[bytes, Optional[bytes]]]] = {}
-        for partition, key, value in ops:
-            by_partition.setdefault(partition, []).append(
-                (orjson.dumps(key), None if value is None else orjson.dumps(value)))
-        for partition, records in by_partition.items():
-            await out.send_many(topic, partition, records)
-        out.after_commit(lambda: self._apply_local(ops, by_partition))
+    async def flush_changelog(self, out: Any, partition: int) -> None:
+        """Send the writes queued for ``partition`` to its changelog partition with ``out`` (an
+        `app.sinks.Sender`), and apply them to RocksDB once ``out`` has committed them. Keys
+        and values are encoded once (orjson, the bytes Faust's JSON serializer gives), for both."""
+        ops = self._changelog.pop(partition, None)
+        if not ops:
+            return
+        records = [(orjson.dumps(key), None if value is None else orjson.dumps(value))
+                   for key, value in ops]
+        await out.send_many(self.table.changelog_topic.get_topic_name(), partition, records)
+        out.after_commit(lambda: self._apply_local(partition, ops, records))
 
-    def _apply_local(self, ops: List[Tuple[int, str, Any]],
-                     encoded: Dict[int, List[Tuple[bytes, Optional[bytes]]]]) -> None:
-        data = self.table.data  # the store itself: no changelog send of Faust's
+    def _apply_local(self, partition: int, ops: List[Tuple[str, Any]],
+                     records: List[Tuple[bytes, Optional[bytes]]]) -> None:
+        if partition not in self._events:
+            return  # the partition left this worker meanwhile
         if not self._rocksdict():
-            return self._apply_store(ops)
-        for partition, records in encoded.items():
-            if partition not in self._events:
-                continue  # the partition left this worker meanwhile
-            batch = rocksdict.WriteBatch(raw_mode=True)  # the changelog's bytes, as recovery
-            for key, value in records:
-                if value is None:
-                    batch.delete(key)
-                else:
-                    batch.put(key, value)
-            data._db_for_partition(partition).write(batch)
+            return self._apply_store(partition, ops)
+        batch = rocksdict.WriteBatch(raw_mode=True)  # the changelog's bytes, as recovery
+        for key, value in records:
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        self.table.data._db_for_partition(partition).write(batch)
 
-    def _apply_store(self, ops: List[Tuple[int, str, Any]]) -> None:
+    def _apply_store(self, partition: int, ops: List[Tuple[str, Any]]) -> None:
         """Any other Faust store: key by key, through the table's serializers."""
-        data = self.table.data
-        for partition, key, value in ops:
-            event = self._events.get(partition)
-            if event is None:
-                continue  # the partition left this worker meanwhile
-            with current_event(event):
+        data = self.table.data  # the store itself: no changelog send of Faust's
+        with current_event(self._events[partition]):
+            for key, value in ops:
                 if value is None:
                     if key in data:
                         del data[key]
