@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 from faust.types import TP
 
 from tables.errors import WeirError
@@ -139,11 +140,16 @@ class PartitionLog:
 
     async def _started(self) -> AIOKafkaConsumer:
         if self._consumer is None:
-            self._consumer = AIOKafkaConsumer(
+            consumer = AIOKafkaConsumer(
                 bootstrap_servers=self.servers, group_id=None, enable_auto_commit=False,
                 isolation_level=self.isolation_level, auto_offset_reset="earliest",
                 fetch_max_wait_ms=READ_FETCH_MAX_WAIT_MS, **self.client_options)
-            await self._consumer.start()
+            try:
+                await consumer.start()
+            except BaseException:  # kept only once started: the next call tries again
+                await consumer.stop()
+                raise
+            self._consumer = consumer
         return self._consumer
 
     async def close(self) -> None:
@@ -208,6 +214,12 @@ class StallWatch:
                       if tp.topic == self.topic and not assignor.is_standby(tp))
 
     async def check(self) -> None:
+        try:
+            await self._check()
+        except (KafkaError, WeirError) as exc:  # the broker away: the next check tries again
+            log.warning("%s: stall check failed (%r); next one in a moment", self.topic, exc)
+
+    async def _check(self) -> None:
         partitions = self._owned()
         if not partitions:
             if self._ready():

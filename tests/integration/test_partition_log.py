@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from app.partition_log import PartitionLog
+from app.partition_log import PartitionLog, ReadBatch
 from tests.integration.kafka_tools import new_topic, produce
 
 pytestmark = pytest.mark.integration
@@ -72,5 +72,27 @@ async def test_transaction_markers_are_not_taken_for_lost_records(kafka_servers)
                                               for i in range(2)]
         assert [r.message.offset for r in records] == [0, 1, 3, 4, 6, 7]  # 2, 5, 8: markers
         assert ends[0] == 11  # 9: the aborted record, 10: its marker
+    finally:
+        await log.close()
+
+
+async def test_a_read_batch_known_to_cover_its_holes_is_used_without_reading_the_log(kafka_servers):
+    topic = await new_topic(kafka_servers, "plog-covered")
+    await produce(kafka_servers, topic, [(0, b"k", f"v{i}".encode()) for i in range(10)])
+    log = PartitionLog(kafka_servers, "read_committed")
+    try:
+        covered = ReadBatch(batch(topic, [3, 5, 6]), covers_from=2)  # 2, 4: markers, say
+        assert await log.contiguous(covered, next_offset=2) == list(covered)
+        assert await log.contiguous(ReadBatch(batch(topic, [3, 5]), covers_from=3),
+                                    next_offset=3) == batch(topic, [3, 5])
+        assert log.rereads == 0
+        # the state expects offset 1, before what the batch covers: 1 and 2 are read back
+        later = ReadBatch(batch(topic, [3, 4]), covers_from=2)
+        got = await log.contiguous(later, next_offset=1)
+        assert [e.message.offset for e in got] == [1, 2, 3, 4] and log.rereads == 1
+        # out of order: never trusted
+        assert [e.message.offset for e in await log.contiguous(
+            ReadBatch(batch(topic, [6, 5]), covers_from=5), next_offset=5)] == [5, 6]
+        assert log.rereads == 2
     finally:
         await log.close()

@@ -103,3 +103,15 @@ async def test_a_partition_whose_fetched_batch_waits_its_turn_is_not_stalled():
     await watch.check()
     await watch.check()
     assert log.reads == [0, 1] and state == {0: 9, 1: 14}
+
+
+async def test_a_broker_that_cannot_be_reached_fails_the_check_not_the_worker():
+    from aiokafka.errors import KafkaConnectionError
+
+    def broker_down():
+        raise KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 1)]")
+
+    app, state = FakeApp([0]), {0: 5}
+    watch = make_watch(app, FakeLog({0: 9}, on_end_offsets=broker_down), state)
+    await watch.check()  # logged; the next check tries again
+    assert state == {0: 5}

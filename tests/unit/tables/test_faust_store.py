@@ -1,0 +1,76 @@
+"""FaustTableStore: each partition's writes leave with that partition's batch only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tables.faust_store import FaustTableStore
+
+
+class Topic:
+    def get_topic_name(self) -> str:
+        return "app-view-changelog"
+
+
+class Table:
+    def __init__(self) -> None:
+        self.changelog_topic = Topic()
+        self.data = {}
+
+
+@dataclass
+class Msg:
+    partition: int
+
+
+@dataclass
+class Event:
+    message: Msg
+
+
+class Sender:
+    def __init__(self) -> None:
+        self.sent = []
+        self.committed = []
+
+    async def send_many(self, topic, partition, records):
+        self.sent.append((topic, partition, list(records)))
+
+    def after_commit(self, apply):
+        self.committed.append(apply)
+
+    def commit(self):
+        for apply in self.committed:
+            apply()
+
+
+async def test_a_partition_flush_sends_only_its_own_writes_even_when_others_are_queued():
+    store = FaustTableStore(Table())
+    store.bind(Event(Msg(0))).bind(Event(Msg(1)))
+    store.save(0, {"next": 5}, {"w1": [1, 2.0]}, [])
+    store.save(1, {"next": 9}, {"w1": [3, 4.0]}, ["w0"])  # another batch, in progress too
+    first, second = Sender(), Sender()
+    await store.flush_changelog(first, 0)
+    assert [(t, p, [k for k, _ in recs]) for t, p, recs in first.sent] == [
+        ("app-view-changelog", 0, [b'"0|e|w1"', b'"0|m"'])]
+    await store.flush_changelog(second, 1)
+    assert [(p, recs) for _, p, recs in second.sent] == [
+        (1, [(b'"1|e|w0"', None), (b'"1|e|w1"', b"[3,4.0]"), (b'"1|m"', b'{"next":9}')])]
+    await store.flush_changelog(Sender(), 0)  # nothing queued any more: nothing sent
+
+
+async def test_local_state_moves_only_after_the_commit_and_not_for_a_partition_given_up():
+    table = Table()
+    store = FaustTableStore(table)
+    store.bind(Event(Msg(0))).bind(Event(Msg(1)))
+    store.save(0, {"next": 5}, {"w1": 1}, [])
+    store.save(1, {"next": 7}, {"w1": 2}, [])
+    out0, out1 = Sender(), Sender()
+    await store.flush_changelog(out0, 0)
+    await store.flush_changelog(out1, 1)
+    assert table.data == {}
+    out0.commit()
+    assert table.data == {"0|e|w1": 1, "0|m": {"next": 5}}
+    store.forget(1)  # revoked before its batch committed
+    out1.commit()
+    assert "1|m" not in table.data
