@@ -22,7 +22,7 @@ from typing import Awaitable, Callable, Dict, List, Optional, Sequence, Set, Tup
 
 from faust.types import TP
 
-from app.partition_log import LogEvent, LogMessage, ReadBatch
+from app.partition_log import LogEvent, ReadBatch
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +113,8 @@ def as_events(tp: TP, records: List, generation: int) -> ReadBatch:
     if previous is not None and previous[0] == generation and previous[1] < records[0].offset:
         covers_from = previous[1] + 1
     READ_THROUGH[tp] = (generation, records[-1].offset)
-    return ReadBatch([LogEvent(LogMessage(topic, partition, r.offset, r.key), r.value)
-                      for r in records], covers_from)
+    return ReadBatch([LogEvent(topic, partition, r.offset, r.key, r.value) for r in records],
+                     covers_from)
 
 
 async def drain(consumer, fetcher) -> None:

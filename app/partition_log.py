@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -34,26 +33,40 @@ log = logging.getLogger(__name__)
 READ_FETCH_MAX_WAIT_MS = 20
 
 
-@dataclass(frozen=True)
-class LogMessage:
-    """The parts of a Faust message the pipelines use."""
+class LogEvent:
+    """A record read from the broker, shaped like a Faust event: ``event.value`` and
+    ``event.message.topic/partition/offset/key/tp``. It is its own message: one small
+    object per record, since the direct path builds one for every record it hands on."""
 
-    topic: str
-    partition: int
-    offset: int
-    key: Optional[bytes]
+    __slots__ = ("topic", "partition", "offset", "key", "value")
+
+    def __init__(self, topic: str, partition: int, offset: int, key: Optional[bytes],
+                 value: Any) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.key = key
+        self.value = value
+
+    @property
+    def message(self) -> "LogEvent":
+        return self
 
     @property
     def tp(self) -> TP:
         return TP(self.topic, self.partition)
 
+    def _fields(self) -> Tuple[Any, ...]:
+        return (self.topic, self.partition, self.offset, self.key, self.value)
 
-@dataclass(frozen=True)
-class LogEvent:
-    """A record read back from the broker, shaped like a Faust event."""
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LogEvent) and self._fields() == other._fields()
 
-    message: LogMessage
-    value: Any
+    def __hash__(self) -> int:
+        return hash(self._fields()[:3])
+
+    def __repr__(self) -> str:
+        return f"LogEvent({self.topic}[{self.partition}]@{self.offset}, key={self.key!r})"
 
 
 class ReadBatch(list):
@@ -124,7 +137,7 @@ class PartitionLog:
                 batch = await consumer.getmany(tp, timeout_ms=500)
                 for msg in batch.get(tp, []):
                     if start <= msg.offset <= last:
-                        records.append(LogEvent(LogMessage(topic, partition, msg.offset, msg.key),
+                        records.append(LogEvent(topic, partition, msg.offset, msg.key,
                                                 decode(msg.value)))
             consumer.pause(tp)  # no fetch left waiting at the log end for the next read
             self.rereads += 1

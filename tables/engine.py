@@ -29,7 +29,8 @@ from __future__ import annotations
 import copy
 import heapq
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Generic, List, Optional, Sequence, Tuple, TypeVar, Union
+from typing import (Any, Callable, Dict, Generic, List, NamedTuple, Optional, Sequence, Tuple,
+                    TypeVar, Union)
 
 from tables.aggregators import Aggregator
 from tables.state import (Entries, Meta, PartitionCache, PartitionClock, PartitionStore,
@@ -41,9 +42,9 @@ S = TypeVar("S")
 FixedWindow = Union[TumblingWindow, HoppingWindow]
 
 
-@dataclass(frozen=True)
-class Item(Generic[S]):
-    """One decoded event: source offset, event time, value to fold, origin, optional key."""
+class Item(NamedTuple, Generic[S]):
+    """One decoded event: source offset, event time, value to fold, origin, optional key.
+    (A named tuple: built once per event, it costs a third of a frozen dataclass.)"""
 
     offset: int
     ts_ms: int

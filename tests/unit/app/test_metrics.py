@@ -7,7 +7,7 @@ from faust.types import TP
 
 from app import metrics, monitoring
 from app.models import BadEvent
-from app.partition_log import LogEvent, LogMessage
+from app.partition_log import LogEvent
 from app.sinks import Sender, count_emitted, send_dead_letter
 from tables.aggregators import CountAndSum
 from tables.engine import Item, WindowEngine
@@ -46,7 +46,7 @@ class FakeProducer:
 
 
 def event(offset: int, raw: bytes = b"{}") -> LogEvent:
-    return LogEvent(LogMessage("orders-m", 2, offset, b"k"), raw)
+    return LogEvent("orders-m", 2, offset, b"k", raw)
 
 
 async def test_events_are_counted_once_their_batch_commits():

@@ -158,3 +158,46 @@ def test_transaction_amount_must_be_finite(raw):
 
     with pytest.raises(BadEvent):
         decode_transaction(raw)
+
+
+ORDER_FIELD_VALUES = {
+    "orderId": ["o1", "", 7, None, True],
+    "userId": ["u1", "", None, 3.5],
+    "amount": [0, 12.5, 3, -1, -0.0, 1e9, 1e9 + 1, float("nan"), "1", True, None],
+    "timestamp": [1_700_000_000_000, 946_684_800_000, 946_684_799_999, 2**63, 1.7e12, 1.5,
+                  "1", True, None],
+    "productId": ["p1", "", None, 0],
+}
+
+
+def _slow_decode(raw, monkeypatch):
+    import app.models as models
+
+    with monkeypatch.context() as m:
+        m.setattr(models, "_plain_order", lambda data, limits: None)
+        return _outcome(lambda: models.decode_order(raw))
+
+
+def _outcome(decode):
+    try:
+        return decode()
+    except BadEvent as exc:
+        return ("bad", exc.reason, str(exc))
+
+
+def test_the_plain_order_path_decodes_exactly_as_the_field_checks(monkeypatch):
+    import itertools
+    import random
+
+    rng = random.Random(5)
+    fields = list(ORDER_FIELD_VALUES)
+    cases = [dict(zip(fields, values)) for values in
+             itertools.product(*(ORDER_FIELD_VALUES[f] for f in fields))]
+    for case in rng.sample(cases, 3000) + [json.loads(GOOD)]:
+        if rng.random() < 0.1:
+            case.pop(rng.choice(fields))
+        raw = json.dumps(case).encode()
+        fast = _outcome(lambda: decode_order(raw))
+        assert fast == _slow_decode(raw, monkeypatch), case
+        if not isinstance(fast, tuple) or fast[0] != "bad":
+            assert type(fast.amount) is float and type(fast.timestamp) is int
