@@ -157,7 +157,9 @@ class DeliveredOffsetsConsumer(Consumer):
         """
         from app.windowed import batch_gate
 
-        if direct_batches.IN_FLIGHT.count:  # a rebalance: let their transactions commit first
+        if direct_batches.IN_FLIGHT.count and not batch_gate.closed:
+            # a rebalance: let the batches fetched before it commit first (once the gate is
+            # closed, at a stop, those not yet started never will: they are fetched again)
             log.info("Waiting for %d batches in progress", direct_batches.IN_FLIGHT.count)
             await direct_batches.wait_idle()
         if batch_gate.closed and self._unacked_messages:
