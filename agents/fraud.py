@@ -48,7 +48,7 @@ from app.models import BadEvent, FraudAlert, decode_transaction
 from app.partition_log import PartitionLocks, StallWatch
 from app.sinks import Sender, Sink, future_timestamp, send_dead_letter, send_late_event
 from app.topics import register_repartition_topic, register_table
-from app.windowed import batch_gate, check_watches, consume_in_batches, progress_line
+from app.windowed import check_watches, consume_in_batches, progress_line, run_tick
 from tables.dedup import SeenIds
 from tables.engine import Item
 from tables.faust_store import FaustTableStore
@@ -104,7 +104,7 @@ if REPARTITION:
         # batches keep them interleaved in the by-user topic, where lateness is decided (whole
         # partition batches would make a backlog's later partitions look late).
         await consume_in_batches(stream, settings, forward_transactions, direct=False,
-                                 max_events=FORWARD_BATCH_EVENTS)
+                                 max_events=FORWARD_BATCH_EVENTS, forget=forget)
 
 
 async def forward_transactions(partition: int, events: Sequence[EventT]) -> None:
@@ -155,7 +155,7 @@ async def fraud_detection(stream):
     # rules stage was seen stalling there (caught up only by the stall watch), so it keeps
     # Faust's delivery then. Not yet understood: see the README (fraud, known limits).
     await consume_in_batches(stream, settings, process_transactions,
-                             direct=settings.fraud_repartition != "true")
+                             direct=settings.fraud_repartition != "true", forget=forget)
 
 
 async def process_transactions(partition: int, events: Sequence[EventT]) -> None:
@@ -248,8 +248,8 @@ async def fraud_idle_tick() -> None:
                     if result.watermark_ms is not None:
                         await evaluate_and_publish(out, partition, result)
 
-    if settings.idle_advance == "true" and not batch_gate.closed:
-        await batch_gate.run([], tick)
+    if settings.idle_advance == "true":
+        await run_tick(PIPELINE, tick, forget_all)
 
 
 @app.task
@@ -282,18 +282,31 @@ if REPARTITION:
 @app.timer(interval=2.0)
 async def fraud_stall_watch() -> None:
     """Partitions Faust's stream stopped delivering are read from the broker."""
-    await check_watches(watches)
+    await check_watches(watches, PIPELINE, forget_all)
+
+
+def forget(tp: TP) -> None:
+    """Drop what this worker holds in memory of a partition (revoked, or its batch failed);
+    it is loaded again from the tables if the partition is processed here again."""
+    if tp.topic == RULES_SOURCE:
+        for cache in (ordered, seen_ids, users):
+            cache.forget(tp.partition)
+        for store in STORES:
+            store.forget(tp.partition)
+    if REPARTITION and tp.topic == settings.transactions_topic:
+        forwarded.forget(tp.partition)
+        forwarded_store.forget(tp.partition)
+
+
+def forget_all() -> None:
+    for partition in ordered.partitions():
+        forget(TP(RULES_SOURCE, partition))
+    if REPARTITION:
+        for partition in forwarded.partitions():
+            forget(TP(settings.transactions_topic, partition))
 
 
 @app.on_partitions_revoked.connect
 async def forget_revoked(app, revoked, **kwargs) -> None:
-    """State of partitions this worker lost is reloaded from the tables if they return."""
     for tp in revoked:
-        if tp.topic == RULES_SOURCE:
-            for cache in (ordered, seen_ids, users):
-                cache.forget(tp.partition)
-            for store in STORES:
-                store.forget(tp.partition)
-        if REPARTITION and tp.topic == settings.transactions_topic:
-            forwarded.forget(tp.partition)
-            forwarded_store.forget(tp.partition)
+        forget(tp)

@@ -26,8 +26,8 @@ from app.sinks import (Sender, Sink, count_emitted, future_timestamp, send_dead_
                        send_late_event)
 from app.topics import register_merge_topic, register_table
 from app.partition_log import PartitionLocks
-from app.windowed import (MergedView, ViewMerger, batch_gate, check_watches,
-                          consume_in_batches, progress_line, stall_watches)
+from app.windowed import (MergedView, ViewMerger, check_watches, consume_in_batches, progress_line,
+                          run_tick, stall_watches)
 from tables.aggregators import Count, Distinct, Fields, FirstAndLast, Frequencies
 from tables.dedup import SeenIds
 from tables.engine import Item
@@ -77,7 +77,7 @@ seen = SeenIds(settings.dedup_ttl_ms, seen_store, "WEIR_DEDUP_TTL_MS")
 @app.agent(pageviews_topic)
 async def pageview_windows(stream):
     """Consume pageviews in batches; each batch is split by source partition."""
-    await consume_in_batches(stream, settings, process_pageviews)
+    await consume_in_batches(stream, settings, process_pageviews, forget=forget)
 
 
 async def process_pageviews(partition: int, events: Sequence[EventT]) -> None:
@@ -207,8 +207,7 @@ async def pageviews_idle_tick() -> None:
                 await view.advance_idle(now_ms, settings.idle_timeout_ms)
         await merger.tick(now_ms)
 
-    if not batch_gate.closed:  # a stopping worker emits nothing more
-        await batch_gate.run([], tick)
+    await run_tick(PIPELINE, tick, forget_all)
 
 
 @app.timer(interval=10.0)
@@ -222,19 +221,30 @@ watches = stall_watches(app, settings.pageviews_topic, lambda p: tumbling.engine
 @app.timer(interval=2.0)
 async def pageviews_stall_watch() -> None:
     """Partitions Faust's stream stopped delivering are read from the broker."""
-    await check_watches(watches)
+    await check_watches(watches, PIPELINE, forget_all)
+
+
+def forget(tp: TP) -> None:
+    """Drop what this worker holds in memory of a partition (revoked, or its batch failed);
+    it is loaded again from the tables if the partition is processed here again."""
+    if tp.topic == settings.pageviews_topic:
+        tumbling.forget(tp.partition)
+        hopping.forget(tp.partition)
+        sessions.forget(tp.partition)
+        session_store.forget(tp.partition)
+        seen.forget(tp.partition)
+        seen_store.forget(tp.partition)
+    elif tp.topic == partials_topic.get_topic_name():
+        merger.forget()
+
+
+def forget_all() -> None:
+    for partition in tumbling.engine.partitions():
+        forget(TP(settings.pageviews_topic, partition))
+    merger.forget()
 
 
 @app.on_partitions_revoked.connect
 async def forget_revoked(app, revoked, **kwargs) -> None:
-    """State of partitions this worker lost is reloaded from the tables if they return."""
     for tp in revoked:
-        if tp.topic == settings.pageviews_topic:
-            tumbling.forget(tp.partition)
-            hopping.forget(tp.partition)
-            sessions.forget(tp.partition)
-            session_store.forget(tp.partition)
-            seen.forget(tp.partition)
-            seen_store.forget(tp.partition)
-        elif tp.topic == partials_topic.get_topic_name():
-            merger.forget()
+        forget(tp)

@@ -47,26 +47,29 @@ class ShortFetchWaitThread(AIOKafkaConsumerThread):
         return client
 
 
-class StaleProducerStoppingTransactionManager(TransactionManager):
-    """Faust's transaction manager, which also stops the producers of partitions that stayed
-    on this worker only as standbys.
+class FreshProducersTransactionManager(TransactionManager):
+    """Faust's transaction manager, which gives every partition a fresh transactional producer
+    at each rebalance.
 
     Faust stops the transactional producer of a revoked partition only when the partition
-    leaves the worker entirely: one that becomes a standby here keeps its producer, while the
-    new owner's producer for the same transactional id fences it at the broker. When the
-    partition came back as an active, Faust reused that fenced producer, the next batch failed
+    leaves the worker entirely, and otherwise keeps it across rebalances. But another worker
+    may have owned the partition in between, and its producer for the same transactional id
+    fenced this one at the broker: a partition kept here as a standby and then returned, or
+    every partition of a worker that the group dropped (frozen or starved past its session
+    timeout) and that rejoined. Faust reused the fenced producer, the next batch failed
     (``Can't send messages while not in transaction``, then ``FATAL_ERROR``) and the worker
-    stopped. Here every producer without an active partition is stopped before Faust starts
-    the ones the new assignment needs, so a returning partition gets a fresh producer.
+    stopped. Which producers were fenced only shows when they are used, so here every
+    producer is stopped (after the batch in progress on it) before Faust starts the ones the
+    new assignment needs; a new producer's ``init_transactions`` takes over the id.
     """
 
     async def on_rebalance(self, assigned: Any, revoked: Any, newly_assigned: Any) -> None:
         producers = self.producer._transaction_producers
-        stale = sorted(set(producers) - self._tps_to_transactional_ids(assigned))
-        if stale:
-            log.info("Stopping %d transactional producers of partitions no longer active "
-                     "here: %s", len(stale), ", ".join(stale))
-        for tid in stale:
+        stopping = sorted(producers)
+        if stopping:
+            log.info("Stopping %d transactional producers before the new assignment starts "
+                     "fresh ones", len(stopping))
+        for tid in stopping:
             async with self.producer._trn_locks[tid]:  # after a batch in progress on it
                 await self.producer.stop_transaction(tid)
         await super().on_rebalance(assigned, revoked, newly_assigned)
@@ -80,7 +83,7 @@ class DeliveredOffsetsConsumer(Consumer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.transactions = StaleProducerStoppingTransactionManager(
+        self.transactions = FreshProducersTransactionManager(
             self.transport, consumer=self, producer=self.app.producer, beacon=self.beacon,
             loop=self.loop)
         self._delivered: Dict[TP, int] = {}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Awaitable, Callable, Dict, List, Sequence
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence
 
 import orjson
 from faust.types import TP, EventT
@@ -96,9 +96,13 @@ class MergedView:
 
 async def consume_in_batches(stream: Any, settings: Settings,
                              process: Callable[[int, Sequence[EventT]], Awaitable[None]],
-                             direct: bool = True, max_events: int = 0) -> None:
+                             direct: bool = True, max_events: int = 0,
+                             forget: Optional[Callable[[TP], None]] = None) -> None:
     """An agent's loop: batches of up to ``WEIR_BATCH_MAX_EVENTS``, each split by source
-    partition and processed partition by partition, between stops (`batch_gate`).
+    partition and processed partition by partition, between stops (`batch_gate`). A batch
+    that fails (its transaction aborted) makes ``forget`` drop the partition's in-memory
+    state, which may have run ahead of what committed; it is loaded again from the tables
+    (written only after commits).
 
     With ``WEIR_BATCH_PATH=direct`` (default) the consumer hands the fetched batches of the
     agent's topics to ``process`` itself (`app.direct_batches`); the agent only keeps its
@@ -107,22 +111,53 @@ async def consume_in_batches(stream: Any, settings: Settings,
     if direct and settings.batch_path == "direct":
         size = max_events or settings.batch_max_events
 
-        async def in_chunks(partition: int, events: ReadBatch) -> None:
-            for i in range(0, len(events), size):
-                covers_from = events.covers_from if i == 0 else events[i - 1].message.offset + 1
-                chunk = ReadBatch(events[i:i + size], covers_from)
-                await batch_gate.run([], lambda: process(partition, chunk))
+        def chunks_of(topic: str):
+            async def in_chunks(partition: int, events: ReadBatch) -> None:
+                for i in range(0, len(events), size):
+                    covers_from = (events.covers_from if i == 0
+                                   else events[i - 1].message.offset + 1)
+                    chunk = ReadBatch(events[i:i + size], covers_from)
+                    await batch_gate.run([], lambda: _or_forget(
+                        process(partition, chunk), forget, TP(topic, partition)))
+            return in_chunks
 
         for topic in getattr(stream.channel, "topics", ()):
-            direct_batches.register(topic, in_chunks)
+            direct_batches.register(topic, chunks_of(topic))
         await asyncio.Future()  # batches arrive through the consumer, not this stream
     async for events in stream.take_events(max_events or settings.batch_max_events,
                                            settings.batch_max_wait_ms / 1000):
         async def by_partition(batch: Sequence[EventT] = events) -> None:
             for partition, part in split_by_partition(batch):
-                await process(partition, part)
+                await _or_forget(process(partition, part), forget, part[0].message.tp)
 
         await batch_gate.run(events, by_partition)
+
+
+async def _or_forget(work: Awaitable[None], forget: Optional[Callable[[TP], None]],
+                     tp: TP) -> None:
+    try:
+        await work
+    except Exception:
+        if forget is not None:
+            forget(tp)
+        raise
+
+
+async def run_tick(pipeline: str, work: Callable[[], Awaitable[None]],
+                   forget_all: Callable[[], None]) -> None:
+    """A timer's transactional work (idle advance, merge tick, stall checks) between stops.
+
+    A failure does not stop the worker: it is logged, the pipeline's in-memory state is
+    dropped (it may have run ahead of what committed; it is loaded again from the tables)
+    and the next tick tries again. Seen: a worker frozen past its session timeout, whose
+    partitions' producers another worker had fenced meanwhile, crashed on its next tick."""
+    if batch_gate.closed:  # a stopping worker emits nothing more
+        return
+    try:
+        await batch_gate.run([], work)
+    except Exception:
+        log.exception("%s: timer work failed; its state is reloaded from the tables", pipeline)
+        forget_all()
 
 
 def stall_watches(app: Any, topic: str, next_offset: Callable[[int], int],
@@ -141,11 +176,11 @@ def stall_watches(app: Any, topic: str, next_offset: Callable[[int], int],
     ]
 
 
-async def check_watches(watches: Sequence[StallWatch]) -> None:
+async def check_watches(watches: Sequence[StallWatch], pipeline: str,
+                        forget_all: Callable[[], None]) -> None:
     """One round of stall checks, each between stops; none once the worker is stopping."""
     for watch in watches:
-        if not batch_gate.closed:
-            await batch_gate.run([], watch.check)
+        await run_tick(pipeline, watch.check, forget_all)
 
 
 def progress_line(pipeline: str, engine: Any, app: Any = None, topic: str = "") -> str:
@@ -190,7 +225,8 @@ class ViewMerger:
 
     async def consume(self, stream: Any, settings: Settings) -> None:
         """The merge agent's loop over the partials topic."""
-        await consume_in_batches(stream, settings, lambda partition, events: self.merge(events))
+        await consume_in_batches(stream, settings, lambda partition, events: self.merge(events),
+                                 forget=lambda tp: self.forget())
 
     async def merge(self, events: Sequence[EventT]) -> None:
         """Merge one batch of partial records (all from the partials topic's one partition)."""

@@ -14,6 +14,7 @@ import asyncio
 import os
 import random
 import shutil
+import signal
 import time
 
 import pytest
@@ -125,4 +126,53 @@ async def test_two_workers_one_killed_then_a_third_joins_outputs_stay_exact(pipe
         for w in (a, b, c):
             if w is not None:
                 w.stop()
+    assert_both_exact(outputs, env)
+
+
+async def test_a_worker_frozen_past_its_session_timeout_rejoins_and_outputs_stay_exact(
+        pipeline_env, tmp_path):
+    """Like a long GC pause or a stopped container: the group drops the frozen worker, the
+    other one takes its partitions (and fences its transactional producers); once thawed, the
+    frozen worker must give up what it held, rejoin and work on, as Kafka Streams does."""
+    env = {**fraud.fraud_env(pageviews.pageview_env(pipeline_env)),
+           "WEIR_CONSUMER_SESSION_TIMEOUT_MS": "8000"}
+    servers = env["KAFKA_BOOTSTRAP_SERVERS"]
+    order_body, order_flush = split_flush(orders.fixed_input(seed=51), b'"flush-')
+    view_body, view_flush = split_flush(pageviews.fixed_input(seed=53), b'"flush-')
+    tx_body, tx_flush = split_flush(fraud.fixed_input(seed=57), b'"flush-')
+
+    def worker(name: str) -> Worker:
+        own = {**env, "WEIR_DATA_DIR": str(tmp_path / f"data-{name}")}
+        return Worker(own, tmp_path / f"worker-{name}.log").start()
+
+    a, b = worker("a"), worker("b")
+    for w in (a, b):
+        await w.wait_ready()
+    topics = [env[f"WEIR_TOPIC_{name}"] for name in ("ORDERS", "PAGEVIEWS", "TRANSACTIONS")]
+    parts = [mid_stream_split(body) for body in (order_body, view_body, tx_body)]
+    producing = stream_all(servers, topics, [first for first, _ in parts])
+    try:
+        await read_topic(servers, env["WEIR_TOPIC_ORDER_METRICS"], 1, timeout_s=90, settle_s=0)
+        os.kill(a.proc.pid, signal.SIGSTOP)
+        await producing
+        producing = stream_all(servers, topics, [rest for _, rest in parts])
+        await asyncio.sleep(16.0)  # twice the session timeout: a is out of the group
+        os.kill(a.proc.pid, signal.SIGCONT)
+        await producing
+        await asyncio.sleep(5.0)
+        await produce(servers, env["WEIR_TOPIC_ORDERS"], order_flush)
+        await produce(servers, env["WEIR_TOPIC_PAGEVIEWS"], view_flush)
+        await produce(servers, env["WEIR_TOPIC_TRANSACTIONS"], tx_flush)
+        outputs = await read_both_pipelines(env, len(order_body) + len(order_flush),
+                                            len(view_body) + len(view_flush),
+                                            len(tx_body) + len(tx_flush))
+        a.assert_running()
+        b.assert_running()
+    finally:
+        for w in (a, b):
+            try:
+                os.kill(w.proc.pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+            w.stop()
     assert_both_exact(outputs, env)
