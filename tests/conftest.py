@@ -19,8 +19,14 @@ from pathlib import Path
 from typing import Optional
 
 import pytest
+from hypothesis import settings
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Property tests check results, not speed: Hypothesis' default 200 ms deadline per example
+# failed a window test on a 2-core machine busy with brokers and workers (282 ms).
+settings.register_profile("weir", deadline=None)
+settings.load_profile("weir")
 
 
 @dataclass(frozen=True)
