@@ -13,12 +13,28 @@ as often as before, so short-lived cycles go as soon as before.
 from __future__ import annotations
 
 import gc
+import time
 
 FULL_EVERY = 100  # full collection after this many middle-generation ones (CPython: 10)
 
 
 def tune() -> None:
-    """Freeze what exists now (never scanned again) and make full collections rarer."""
+    """Freeze what exists now (never scanned again), make full collections rarer, and time
+    every collection (`weir_gc_pause_seconds`)."""
     gc.freeze()
     young, middle, _ = gc.get_threshold()
     gc.set_threshold(young, middle, FULL_EVERY)
+    if _time_pause not in gc.callbacks:
+        gc.callbacks.append(_time_pause)
+
+
+_started = [0.0]
+
+
+def _time_pause(phase: str, info: dict) -> None:
+    if phase == "start":
+        _started[0] = time.perf_counter()
+    else:
+        from app.metrics import GC_PAUSES
+
+        GC_PAUSES.labels(str(info["generation"])).observe(time.perf_counter() - _started[0])

@@ -35,6 +35,10 @@ BATCH_PROCESSING = Histogram(
     "weir_batch_processing_seconds", "Time to process one source partition's batch: decode, "
     "window, send, from opening its transaction to the commit.", ["pipeline"], registry=REGISTRY,
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
+GC_PAUSES = Histogram(
+    "weir_gc_pause_seconds", "Garbage collector pauses of the worker process (the event loop "
+    "stands still meanwhile), by generation collected.", ["generation"], registry=REGISTRY,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0))
 WINDOWS_EMITTED = Counter(
     "weir_windows_emitted", "Window results emitted (every revision, merged over partitions; "
     "sessions too).", ["pipeline", "view"], registry=REGISTRY)
@@ -72,7 +76,9 @@ PARTITION_ASSIGNED = Gauge(
     "weir_partition_assigned", "1 for each partition this worker owns (active, not standby).",
     ["topic", "partition"], registry=REGISTRY)
 TABLE_KEYS = Gauge(
-    "weir_table_keys", "Keys of a table in this worker's active partitions.", ["table"],
+    "weir_table_keys", "Keys of a table in this worker's active partitions (RocksDB's "
+    "estimate: exact after plain writes, approximate after many overwrites and deletes).",
+    ["table"],
     registry=REGISTRY)
 STATE_DISK = Gauge(
     "weir_state_disk_bytes", "Size of this worker's table state on disk (RocksDB).",

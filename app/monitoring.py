@@ -90,9 +90,29 @@ def sample_tables(app: Any) -> None:
         return  # the stores are being rebuilt: keep the last counts
     for name, table in app.tables.items():
         try:
-            metrics.TABLE_KEYS.labels(name).set(len(table))
+            metrics.TABLE_KEYS.labels(name).set(table_keys(table))
         except Exception as exc:  # a store closing during a stop or rebalance
             log.debug("table %s: keys not counted: %r", name, exc)
+
+
+def table_keys(table: Any) -> int:
+    """Keys of the table in this worker's active partitions.
+
+    On RocksDB (rocksdict) RocksDB's own estimate per partition database, without Faust's
+    offset key: constant time. Faust's ``len(table)`` iterates every key, on the event loop:
+    at a million keys that stalled the worker for about a second every metrics interval.
+    The estimate is exact after plain writes (a restore, new keys) and may drift after many
+    overwrites and deletes until RocksDB compacts them. Other stores: ``len(table)``."""
+    data = table.data
+    if not getattr(data, "use_rocksdict", False):
+        return len(table)
+    total = 0
+    for db in data._dbs_for_actives():
+        estimate = db.property_int_value("rocksdb.estimate-num-keys") or 0
+        if db.get(data.offset_key) is not None:
+            estimate -= 1
+        total += max(estimate, 0)
+    return total
 
 
 def disk_bytes(folder: Path) -> int:
