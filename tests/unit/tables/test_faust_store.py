@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from dataclasses import dataclass
 
 from tables.faust_store import FaustTableStore
@@ -74,3 +75,22 @@ async def test_local_state_moves_only_after_the_commit_and_not_for_a_partition_g
     store.forget(1)  # revoked before its batch committed
     out1.commit()
     assert "1|m" not in table.data
+
+
+async def test_queued_records_hold_about_their_own_size_until_the_commit():
+    """A batch keeps its encoded records until it commits; short ones must not each keep an
+    encoder's buffer (orjson's bytes hold at least 4 KB each)."""
+    store = FaustTableStore(Table())
+    store.bind(Event(Msg(0)))
+    store.save(0, {"next": 1}, {f"user-{i}": {"v": [i], "t": i} for i in range(1000)}, [])
+    out = Sender()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        await store.flush_changelog(out, 0)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    (_, _, records), = out.sent
+    assert records[0] == (b'"0|e|user-0"', b'{"v":[0],"t":0}')
+    assert held < 1001 * 400  # about 250 bytes a record (two bytes, a tuple, list slots)
