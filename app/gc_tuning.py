@@ -21,6 +21,9 @@ FULL_EVERY = 100  # full collection after this many middle-generation ones (CPyt
 def tune() -> None:
     """Freeze what exists now (never scanned again), make full collections rarer, and time
     every collection (`weir_gc_pause_seconds`)."""
+    from app.metrics import GC_PAUSES
+
+    _pauses[:] = [GC_PAUSES]  # imported now: never from inside a collection at exit
     gc.freeze()
     young, middle, _ = gc.get_threshold()
     gc.set_threshold(young, middle, FULL_EVERY)
@@ -29,12 +32,11 @@ def tune() -> None:
 
 
 _started = [0.0]
+_pauses: list = []
 
 
 def _time_pause(phase: str, info: dict) -> None:
     if phase == "start":
         _started[0] = time.perf_counter()
-    else:
-        from app.metrics import GC_PAUSES
-
-        GC_PAUSES.labels(str(info["generation"])).observe(time.perf_counter() - _started[0])
+    elif _pauses:
+        _pauses[0].labels(str(info["generation"])).observe(time.perf_counter() - _started[0])
