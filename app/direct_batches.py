@@ -32,7 +32,7 @@ Handler = Callable[[int, Sequence[LogEvent]], Awaitable[None]]
 HANDLERS: Dict[str, Handler] = {}
 
 
-#: partitions whose fetched batch waits for its turn in the current drain round
+#: partitions with a fetched batch in the current drain round, waiting for a slot or in hand
 QUEUED: Set[TP] = set()
 
 
@@ -85,8 +85,8 @@ async def wait_idle() -> None:
 
 
 def queued(topic: str, partition: int) -> bool:
-    """True while a fetched batch of the partition waits for its turn (not a stall: a round
-    handles the batches of every partition one after the other)."""
+    """True while a fetched batch of the partition waits for a slot or is in hand (not a
+    stall: at most ``WEIR_BATCH_CONCURRENCY`` batches of a round run at once)."""
     return TP(topic, partition) in QUEUED
 
 
