@@ -76,7 +76,7 @@ if REPARTITION:
     forwarded = SourceOffsets(forwarded_store)
 rules_topic = by_user_topic if REPARTITION else transactions_topic
 RULES_SOURCE = rules_topic.get_topic_name()
-sink = Sink(app, PIPELINE)
+sink = Sink(app, PIPELINE, forget=lambda tp: forget(tp))  # forget: defined below
 FORWARD_BATCH_EVENTS = 100  # see repartition_transactions
 limits = settings.input_limits
 locks = PartitionLocks()

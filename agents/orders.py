@@ -37,7 +37,7 @@ orders_topic = app.topic(settings.orders_topic, key_type=bytes, value_type=bytes
                          key_serializer="raw", value_serializer="raw")
 partials_topic = app.topic(settings.topic_name("orders-partials"), partitions=1,
                            key_serializer="raw", value_serializer="json")
-sink = Sink(app, PIPELINE)
+sink = Sink(app, PIPELINE, forget=lambda tp: forget(tp))  # forget: defined below
 limits = settings.input_limits
 locks = PartitionLocks()
 

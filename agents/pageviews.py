@@ -45,7 +45,7 @@ pageviews_topic = app.topic(settings.pageviews_topic, key_type=bytes, value_type
                             key_serializer="raw", value_serializer="raw")
 partials_topic = app.topic(settings.topic_name("pageviews-partials"), partitions=1,
                            key_serializer="raw", value_serializer="json")
-sink = Sink(app, PIPELINE)
+sink = Sink(app, PIPELINE, forget=lambda tp: forget(tp))  # forget: defined below
 limits = settings.input_limits
 locks = PartitionLocks()
 

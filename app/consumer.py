@@ -31,7 +31,7 @@ from faust.transport.consumer import TransactionManager
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer
 from faust.types import TP
 
-from app import direct_batches
+from app import direct_batches, transactions
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,8 @@ class FreshProducersTransactionManager(TransactionManager):
     (``Can't send messages while not in transaction``, then ``FATAL_ERROR``) and the worker
     stopped. Which producers were fenced only shows when they are used, so here every
     producer is stopped (after the batch in progress on it) before Faust starts the ones the
-    new assignment needs; a new producer's ``init_transactions`` takes over the id.
+    new assignment needs; a new producer's ``init_transactions`` takes over the id. The
+    transaction a producer holds open (`app.transactions`) commits first, if it still can.
     """
 
     async def on_rebalance(self, assigned: Any, revoked: Any, newly_assigned: Any) -> None:
@@ -71,6 +72,7 @@ class FreshProducersTransactionManager(TransactionManager):
                      "fresh ones", len(stopping))
         for tid in stopping:
             async with self.producer._trn_locks[tid]:  # after a batch in progress on it
+                await transactions.OPEN.close(tid, self.app.conf.id)
                 await self.producer.stop_transaction(tid)
         await super().on_rebalance(assigned, revoked, newly_assigned)
 

@@ -12,7 +12,7 @@ import sys
 
 import faust
 
-from app import direct_batches, monitoring
+from app import direct_batches, monitoring, transactions
 from app.bulk_restore import BulkRestorer, table_manager
 from app.kafka_auth import broker_credentials, client_options
 from app.partition_log import PartitionLog
@@ -43,6 +43,14 @@ class WeirApp(faust.App):
 
         log.info("Stopping: finishing the batch in progress")
         await batch_gate.close()
+        if self.in_transaction and transactions.OPEN.open:
+            log.info("Stopping: committing %d open transactions", len(transactions.OPEN.open))
+            try:
+                await transactions.OPEN.commit_due(self.producer._trn_locks, self.conf.id,
+                                                   everything=True)
+            except Exception:
+                log.exception("Stopping: a transaction did not commit; its batches are "
+                              "consumed again after the restart")
         await partition_log.close()
         await super().on_stop()
 
@@ -103,6 +111,21 @@ app = WeirApp(
 monitoring.install(app, settings)
 set_concurrent_transactions_backoff(settings.txn_retry_backoff_ms)
 direct_batches.IN_FLIGHT.configure(settings.batch_concurrency)
+transactions.OPEN.configure(settings.commit_interval_ms)
+
+
+@app.timer(interval=max(settings.commit_interval_ms / 2000, 0.01))
+async def commit_open_transactions() -> None:
+    """Transactions whose partitions went quiet commit once their interval has passed."""
+    from app.windowed import batch_gate
+
+    if not app.in_transaction or batch_gate.closed or not transactions.OPEN.open:
+        return
+    try:
+        await batch_gate.run([], lambda: transactions.OPEN.commit_due(app.producer._trn_locks,
+                                                                      app.conf.id))
+    except Exception:
+        log.exception("An open transaction did not commit; its batches are consumed again")
 
 if settings.dashboard_enabled == "true":
     from app.web import install as install_dashboard

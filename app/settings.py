@@ -300,9 +300,11 @@ SPECS: Dict[str, Spec] = {
         "Faust processing guarantee.",
     ),
     "commit_interval_ms": Spec(
-        "WEIR_COMMIT_INTERVAL_MS", "200", _int(1),
-        "How often consumed offsets are committed; under exactly_once also how often "
-        "transactions commit, so results become visible to read_committed consumers.",
+        "WEIR_COMMIT_INTERVAL_MS", "100", _int(1),
+        "How often consumed offsets are committed. Under exactly_once a source partition's "
+        "transaction takes its batches until this much time has passed since it began, then "
+        "commits (results become visible to read_committed consumers); a batch that feeds "
+        "another stage (partials, repartition topics) commits at once. 1: every batch.",
     ),
     "consumer_session_timeout_ms": Spec(
         "WEIR_CONSUMER_SESSION_TIMEOUT_MS", "45000", _int(6000),

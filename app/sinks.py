@@ -15,7 +15,10 @@ for the whole batch (Faust's commit waits for it), and every output and
 changelog record of the batch is sent with that partition's producer. A
 batch's outputs and its state (including the next source offset, see
 `tables.state`) therefore commit or abort together, and a replay after a
-crash is recognised by its offsets and skipped.
+crash is recognised by its offsets and skipped. The transaction takes the
+partition's next batches too until ``WEIR_COMMIT_INTERVAL_MS`` has passed
+(`app.transactions`); an abort undoes them all, and each one's pipeline forgets
+the partition's in-memory state (the ``forget`` given to the `Sink`).
 
 The sinks also count what a batch did (`app.metrics`): events consumed, late
 events, dead letters, transactions; the counters move only once the batch has
@@ -26,14 +29,17 @@ from __future__ import annotations
 
 import time
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import (AbstractSet, Any, AsyncIterator, Callable, Dict, FrozenSet, List, Optional,
+                    Sequence, Tuple)
 
 import orjson
 from aiokafka import TopicPartition
 from faust.types import TP, AppT, EventT
 
-from app import metrics
+from app import metrics, transactions
 from app.models import BadEvent, LateEvent, dead_letter
+from app.topics import MERGE_TOPICS, REPARTITION_TOPICS
+from app.transactions import OpenTransaction
 from tables.engine import LateItem
 from tables.errors import WeirError
 
@@ -42,19 +48,25 @@ class Sender:
     """Sends the outputs of one batch (or timer tick) of one source partition."""
 
     def __init__(self, producer: Any, transactional: bool, consumer: Any = None,
-                 pipeline: str = "") -> None:
+                 pipeline: str = "", txn: Optional[OpenTransaction] = None,
+                 stage_topics: AbstractSet[str] = frozenset()) -> None:
         self._producer = producer
         self.transactional = transactional
         self._consumer = consumer
         self.pipeline = pipeline
         self.offsets: Dict[TopicPartition, int] = {}
         self.events_processed = 0
-        self._after_commit: List[Callable[[], None]] = []
+        self._txn = txn
+        self._stage_topics = stage_topics
+        self._after_commit: List[Callable[[], None]] = (
+            txn.after_commit if txn is not None else [])
 
     async def send(self, topic: str, key: Optional[bytes], value: Any,
                    partition: Optional[int] = None) -> None:
         data = value if value is None or isinstance(value, bytes) else orjson.dumps(value)
         if self.transactional:
+            if topic in self._stage_topics:  # another stage reads it once committed
+                self._txn.urgent = True
             await self._producer.send(topic, data, key=key, partition=partition)
         else:
             await self._producer.send(topic, key, data, partition, None, None)
@@ -69,6 +81,8 @@ class Sender:
             for key, value in records:
                 await self.send(topic, key, value, partition)
             return
+        if topic in self._stage_topics:
+            self._txn.urgent = True
         batch = None
         for key, value in records:
             while batch is None or batch.append(key=key, value=value, timestamp=None) is None:
@@ -84,7 +98,10 @@ class Sender:
         ``events``: how many input records of ``source`` the batch processed (each
         offset once), counted in ``weir_events_consumed_total`` once it commits.
         """
-        self.offsets[TopicPartition(source.topic, source.partition)] = next_offset
+        tp = TopicPartition(source.topic, source.partition)
+        self.offsets[tp] = next_offset
+        if self._txn is not None:
+            self._txn.consumed(tp, next_offset)
         if events:
             self.events_processed += events
             self.after_commit(metrics.EVENTS_CONSUMED.labels(
@@ -94,43 +111,44 @@ class Sender:
         """Run ``apply(*args)`` (local state writes, metrics) once the batch is committed."""
         self._after_commit.append(apply if not args else lambda: apply(*args))
 
-    async def _commit(self, group_id: str) -> None:
-        if self.transactional:
-            if self.offsets:
-                await self._producer.send_offsets_to_transaction(self.offsets, group_id)
-            await self._producer.commit_transaction()
-            metrics.TRANSACTION_COMMITS.labels(self.pipeline).inc()
-            await self._producer.begin_transaction()
-        else:  # at least once: outputs and changelog delivered before local state moves on
-            await self._producer.flush()
+    async def _flush(self) -> None:
+        """At least once: outputs and changelog delivered before local state moves on."""
+        await self._producer.flush()
         for apply in self._after_commit:
             apply()
-        if not self.transactional and self._consumer is not None:
+        if self._consumer is not None:
             for tp, next_offset in self.offsets.items():  # committable now (app.consumer)
                 self._consumer.delivered(TP(tp.topic, tp.partition), next_offset)
 
-    async def _abort(self) -> None:
-        if self.transactional:
-            await self._producer.abort_transaction()
-            metrics.TRANSACTION_ABORTS.labels(self.pipeline).inc()
-            await self._producer.begin_transaction()
-
 
 class Sink:
-    """Opens a `Sender` in the transaction of a source partition; one transaction a batch."""
+    """Opens a `Sender` on a source partition's transaction for each batch (`app.transactions`:
+    one transaction takes several batches, committed on an interval)."""
 
-    def __init__(self, app: AppT, pipeline: str = "") -> None:
+    def __init__(self, app: AppT, pipeline: str = "",
+                 forget: Optional[Callable[[TP], None]] = None) -> None:
         self.app = app
         self.pipeline = pipeline  # the label of this sink's metrics
+        self._forget = forget  # drops a source partition's in-memory state (abort)
+        self._stage_topics: Optional[FrozenSet[str]] = None
 
     def transactional_id(self, source: TP) -> str:
         """Faust's transactional id of a consumed partition."""
         group = self.app.assignor.group_for_topic(source.topic)
         return f"{self.app.conf.id}-{group}-{source.partition}"
 
+    def stage_topics(self) -> FrozenSet[str]:
+        """The internal topics another stage of this app consumes (partials, repartition)."""
+        if self._stage_topics is None:
+            prefix = f"{self.app.conf.id}-"
+            self._stage_topics = frozenset(prefix + suffix
+                                           for suffix in MERGE_TOPICS + REPARTITION_TOPICS)
+        return self._stage_topics
+
     @asynccontextmanager
     async def batch(self, source: TP) -> AsyncIterator[Sender]:
-        """Everything sent in the block commits (with the offsets it consumed) or aborts.
+        """Everything sent in the block commits (with the offsets it consumed) or aborts,
+        together with the batches before it in the same open transaction.
 
         Local state writes registered with `Sender.after_commit` are applied
         only after the commit, so local state never runs ahead of Kafka.
@@ -141,7 +159,7 @@ class Sink:
             out = Sender(producer, transactional=False, consumer=self.app.consumer,
                          pipeline=self.pipeline)
             yield out
-            await out._commit(self.app.conf.id)
+            await out._flush()
             self._observe(out, started)
             return
         tid = self.transactional_id(source)
@@ -150,13 +168,19 @@ class Sink:
             raise WeirError(f"no transaction for {source.topic}[{source.partition}] ({tid}): "
                             "is the partition still assigned to this worker?")
         async with producer._trn_locks[tid]:  # Faust's own commit of this partition waits
-            out = Sender(txn_producer, transactional=True, pipeline=self.pipeline)
+            txn = transactions.OPEN.join(tid, txn_producer, self.pipeline)
+            if self._forget is not None:
+                forget = self._forget
+                txn.on_abort[(self.pipeline, source)] = lambda: forget(source)
+            out = Sender(txn_producer, transactional=True, pipeline=self.pipeline, txn=txn,
+                         stage_topics=self.stage_topics())
             try:
                 yield out
             except BaseException:
-                await out._abort()
+                await transactions.OPEN.abort(tid)
                 raise
-            await out._commit(self.app.conf.id)
+            if transactions.OPEN.due(txn):
+                await transactions.OPEN.commit(tid, self.app.conf.id)
         self._observe(out, started)
 
     def _observe(self, out: Sender, started: float) -> None:

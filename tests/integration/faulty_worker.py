@@ -2,9 +2,10 @@
 
 Environment (each fault is off unless its variable is set):
 
-- ``WEIR_TEST_SLOW_COMMIT_MS``: every batch's commit first sleeps this long (a slow sink);
+- ``WEIR_TEST_SLOW_COMMIT_MS``: every transaction's commit first sleeps this long (a slow
+  sink);
 - ``WEIR_TEST_CRASH_BEFORE_COMMIT_TO``: the process exits (``os._exit``, no clean-up, as
-  kill -9) right before committing the first batch that sent something to this topic;
+  kill -9) right before committing the first transaction that sent something to this topic;
 - ``WEIR_TEST_CRASH_MARKER``: a file created at the crash; while it exists no crash
   happens, so a restarted worker with the same environment runs normally;
 - ``WEIR_TEST_SEND_OUTSIDE_TRANSACTION=1``: records for that topic leave on a plain,
@@ -22,7 +23,7 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from app import sinks
+from app import sinks, transactions
 
 CRASH_EXIT_CODE = 17
 
@@ -35,19 +36,20 @@ def install() -> None:
 
 
 def slow_commits(delay_s: float) -> None:
-    commit = sinks.Sender._commit
+    commit = transactions.OpenTransactions.commit
 
-    async def slow_commit(self, group_id):
-        await asyncio.sleep(delay_s)
-        await commit(self, group_id)
+    async def slow_commit(self, tid, group_id):
+        if tid in self.open:
+            await asyncio.sleep(delay_s)
+        await commit(self, tid, group_id)
 
-    sinks.Sender._commit = slow_commit
+    transactions.OpenTransactions.commit = slow_commit
 
 
 def crash_before_commit(topic: str) -> None:
     marker = Path(os.environ["WEIR_TEST_CRASH_MARKER"])
     outside = os.environ.get("WEIR_TEST_SEND_OUTSIDE_TRANSACTION") == "1"
-    send, commit = sinks.Sender.send, sinks.Sender._commit
+    send, commit = sinks.Sender.send, transactions.OpenTransactions.commit
     plain = {}
 
     async def send_outside(key, value, partition):
@@ -61,21 +63,21 @@ def crash_before_commit(topic: str) -> None:
     async def faulty_send(self, to, key, value, partition=None):
         if to != topic:
             return await send(self, to, key, value, partition)
-        self.crash_due = True
+        self._txn.crash_due = True
         if outside:
             return await send_outside(key, value, partition)
         return await send(self, to, key, value, partition)
 
-    async def faulty_commit(self, group_id):
-        if getattr(self, "crash_due", False) and not marker.exists():
+    async def faulty_commit(self, tid, group_id):
+        if getattr(self.open.get(tid), "crash_due", False) and not marker.exists():
             marker.touch()
             print(f"faulty_worker: exiting before the commit of a batch sent to {topic}",
                   flush=True)
             os._exit(CRASH_EXIT_CODE)
-        await commit(self, group_id)
+        await commit(self, tid, group_id)
 
     sinks.Sender.send = faulty_send
-    sinks.Sender._commit = faulty_commit
+    transactions.OpenTransactions.commit = faulty_commit
 
 
 if __name__ == "__main__":

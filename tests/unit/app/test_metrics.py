@@ -9,6 +9,7 @@ from app import metrics, monitoring
 from app.models import BadEvent
 from app.partition_log import LogEvent
 from app.sinks import Sender, count_emitted, send_dead_letter
+from app.transactions import OpenTransactions
 from tables.aggregators import CountAndSum
 from tables.engine import Item, WindowEngine
 from tables.state import InMemoryStore
@@ -45,28 +46,34 @@ class FakeProducer:
         pass
 
 
+def in_transaction(producer: FakeProducer, pipeline: str):
+    """A transactional sender on ``producer``'s open transaction, and the registry holding it."""
+    txns = OpenTransactions()
+    txn = txns.join("tid", producer, pipeline)
+    return txns, Sender(producer, transactional=True, pipeline=pipeline, txn=txn)
+
+
 def event(offset: int, raw: bytes = b"{}") -> LogEvent:
     return LogEvent("orders-m", 2, offset, b"k", raw)
 
 
 async def test_events_are_counted_once_their_batch_commits():
     labels = {"pipeline": "unit-a", "topic": "orders-m", "partition": "2"}
-    out = Sender(FakeProducer(), transactional=True, pipeline="unit-a")
+    txns, out = in_transaction(FakeProducer(), "unit-a")
     out.consumed(TP("orders-m", 2), 105, events=5)
     assert value("weir_events_consumed_total", **labels) == 0  # not before the commit
-    await out._commit("app")
+    await txns.commit("tid", "app")
     assert value("weir_events_consumed_total", **labels) == 5
     assert value("weir_transaction_commits_total", pipeline="unit-a") == 1
 
 
 async def test_an_aborted_batch_counts_no_event_and_one_abort():
     labels = {"pipeline": "unit-b", "topic": "orders-m", "partition": "2"}
-    out = Sender(FakeProducer(fail_commit=True), transactional=True, pipeline="unit-b")
+    txns, out = in_transaction(FakeProducer(fail_commit=True), "unit-b")
     out.consumed(TP("orders-m", 2), 105, events=5)
     await send_dead_letter(out, "dead", "unit-b", BadEvent("invalid_json", "bad"), event(101), 1024)
     with pytest.raises(RuntimeError):
-        await out._commit("app")
-    await out._abort()
+        await txns.commit("tid", "app")  # a failed commit aborts
     assert value("weir_events_consumed_total", **labels) == 0
     assert value("weir_dead_letters_total", pipeline="unit-b", reason="invalid_json") == 0
     assert value("weir_transaction_aborts_total", pipeline="unit-b") == 1
@@ -77,7 +84,7 @@ async def test_dead_letters_are_counted_by_their_short_reason():
     for offset, reason in [(1, "invalid_json"), (2, "missing_field"), (3, "invalid_json")]:
         await send_dead_letter(out, "dead", "unit-c", BadEvent(reason, f"details {offset}"),
                                event(offset), 1024)
-    await out._commit("app")
+    await out._flush()
     assert value("weir_dead_letters_total", pipeline="unit-c", reason="invalid_json") == 2
     assert value("weir_dead_letters_total", pipeline="unit-c", reason="missing_field") == 1
 
@@ -85,17 +92,17 @@ async def test_dead_letters_are_counted_by_their_short_reason():
 async def test_windows_and_revisions_are_counted_per_view():
     out = Sender(FakeProducer(), transactional=False, pipeline="unit-d")
     count_emitted(out, "unit-d", "v", [0, 0, 1, 2])
-    await out._commit("app")
+    await out._flush()
     assert value("weir_windows_emitted_total", pipeline="unit-d", view="v") == 4
     assert value("weir_window_revisions_total", pipeline="unit-d", view="v") == 2
 
 
 async def test_fraud_alerts_are_counted_by_type_after_the_commit():
     before = value("weir_fraud_alerts_total", type="velocity")
-    out = Sender(FakeProducer(), transactional=True, pipeline="fraud")
+    txns, out = in_transaction(FakeProducer(), "fraud")
     metrics.count_fraud_alert("velocity", out)
     assert value("weir_fraud_alerts_total", type="velocity") == before
-    await out._commit("app")
+    await txns.commit("tid", "app")
     assert value("weir_fraud_alerts_total", type="velocity") == before + 1
     metrics.count_fraud_alert("geo")
     assert value("weir_fraud_alerts_total", type="geo") >= 1
