@@ -300,7 +300,7 @@ SPECS: Dict[str, Spec] = {
         "Faust processing guarantee.",
     ),
     "commit_interval_ms": Spec(
-        "WEIR_COMMIT_INTERVAL_MS", "100", _int(1),
+        "WEIR_COMMIT_INTERVAL_MS", "50", _int(1),
         "How often consumed offsets are committed. Under exactly_once a source partition's "
         "transaction takes its batches until this much time has passed since it began, then "
         "commits (results become visible to read_committed consumers); a batch that feeds "

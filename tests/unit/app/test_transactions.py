@@ -1,0 +1,153 @@
+"""Open transactions: batches share one until the commit interval passes; an abort undoes them all."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from types import SimpleNamespace
+
+import pytest
+from faust.types import TP
+
+from app import transactions
+from app.sinks import Sink
+from app.topics import MERGE_TOPICS, register_merge_topic
+
+
+class FakeProducer:
+    """Records what a transactional producer was asked to do."""
+
+    def __init__(self, fail_commit: bool = False) -> None:
+        self.sent, self.offsets, self.commits, self.aborts = [], [], 0, 0
+        self.fail_commit = fail_commit
+
+    async def send(self, topic, value, key=None, partition=None):
+        self.sent.append((topic, key, value))
+
+    async def send_offsets_to_transaction(self, offsets, group_id):
+        self.offsets.append(dict(offsets))
+
+    async def commit_transaction(self):
+        if self.fail_commit:
+            raise RuntimeError("broker gone")
+        self.commits += 1
+
+    async def abort_transaction(self):
+        self.aborts += 1
+
+    async def begin_transaction(self):
+        pass
+
+
+def fake_app(producer: FakeProducer):
+    """Just what `Sink.batch` uses of a Faust app under exactly_once, one partition's producer."""
+    return SimpleNamespace(
+        in_transaction=True, conf=SimpleNamespace(id="app"),
+        assignor=SimpleNamespace(group_for_topic=lambda topic: 0),
+        producer=SimpleNamespace(_transaction_producers={"app-0-3": producer},
+                                 _trn_locks=defaultdict(asyncio.Lock)))
+
+
+@pytest.fixture
+def open_transactions(monkeypatch):
+    registry = transactions.OpenTransactions()
+    registry.configure(60_000)  # nothing commits by age within a test
+    monkeypatch.setattr(transactions, "OPEN", registry)
+    return registry
+
+
+async def test_batches_share_one_transaction_which_commits_their_last_offsets_once(
+        open_transactions):
+    producer = FakeProducer()
+    sink = Sink(fake_app(producer), "unit")
+    applied = []
+    for next_offset in (10, 20, 30):
+        async with sink.batch(TP("orders", 3)) as out:
+            await out.send("results", b"k", {"upTo": next_offset})
+            out.consumed(TP("orders", 3), next_offset)
+            out.after_commit(applied.append, next_offset)
+    assert producer.commits == 0 and applied == []  # still open: nothing visible yet
+    assert len(producer.sent) == 3  # but every output was sent at once
+    await open_transactions.commit_due(sink.app.producer._trn_locks, "app", everything=True)
+    assert producer.commits == 1
+    assert [{(tp.topic, tp.partition): o for tp, o in offsets.items()}
+            for offsets in producer.offsets] == [{("orders", 3): 30}]
+    assert applied == [10, 20, 30]
+
+
+async def test_a_transaction_commits_at_the_end_of_the_batch_that_finds_its_interval_passed(
+        open_transactions):
+    open_transactions.configure(1)
+    producer = FakeProducer()
+    sink = Sink(fake_app(producer), "unit")
+    async with sink.batch(TP("orders", 3)) as out:
+        out.consumed(TP("orders", 3), 5)
+        await asyncio.sleep(0.005)
+    assert producer.commits == 1
+    assert not open_transactions.open
+
+
+async def test_only_transactions_past_their_interval_are_committed_by_the_timer(
+        open_transactions):
+    open_transactions.configure(50)
+    old, new = FakeProducer(), FakeProducer()
+    open_transactions.join("old", old, "unit").began -= 1.0
+    open_transactions.join("new", new, "unit")
+    await open_transactions.commit_due(defaultdict(asyncio.Lock), "app")
+    assert (old.commits, new.commits) == (1, 0)
+    assert list(open_transactions.open) == ["new"]
+
+
+async def test_a_batch_that_feeds_another_stage_commits_at_once(open_transactions):
+    register_merge_topic("unit-partials")
+    try:
+        producer = FakeProducer()
+        sink = Sink(fake_app(producer), "unit")
+        async with sink.batch(TP("orders", 3)) as out:
+            await out.send("results", b"k", b"1")
+        assert producer.commits == 0
+        async with sink.batch(TP("orders", 3)) as out:
+            await out.send("app-unit-partials", b"0", b"2", partition=0)
+        assert producer.commits == 1  # the merge reads committed records only
+    finally:
+        MERGE_TOPICS.remove("unit-partials")
+
+
+async def test_a_failing_batch_aborts_the_transaction_and_every_batch_in_it_forgets(
+        open_transactions):
+    producer = FakeProducer()
+    app = fake_app(producer)
+    forgotten = []
+    orders = Sink(app, "orders", forget=forgotten.append)
+    fraud = Sink(app, "fraud", forget=forgotten.append)
+    applied = []
+    async with orders.batch(TP("orders", 3)) as out:
+        out.after_commit(applied.append, "orders")
+    with pytest.raises(ValueError):
+        async with fraud.batch(TP("transactions", 3)) as out:
+            raise ValueError("bad batch")
+    assert producer.aborts == 1 and producer.commits == 0
+    assert sorted(forgotten) == [TP("orders", 3), TP("transactions", 3)]
+    assert applied == []  # the first batch's local state never follows an aborted transaction
+    assert not open_transactions.open
+
+
+async def test_a_failed_commit_aborts_forgets_and_raises(open_transactions):
+    producer = FakeProducer(fail_commit=True)
+    forgotten = []
+    sink = Sink(fake_app(producer), "unit", forget=forgotten.append)
+    async with sink.batch(TP("orders", 3)) as out:
+        out.consumed(TP("orders", 3), 7)
+    with pytest.raises(RuntimeError):
+        await open_transactions.commit("app-0-3", "app")
+    assert producer.aborts == 1
+    assert forgotten == [TP("orders", 3)]
+    await open_transactions.close("app-0-3", "app")  # nothing left open: nothing to do
+
+
+async def test_a_new_producer_for_the_same_id_starts_a_new_transaction(open_transactions):
+    first, second = FakeProducer(), FakeProducer()
+    txn = open_transactions.join("tid", first, "unit")
+    txn.consumed(TP("orders", 3), 9)
+    fresh = open_transactions.join("tid", second, "unit")
+    assert fresh is not txn and fresh.offsets == {}
