@@ -75,8 +75,15 @@ class InFlight:
 IN_FLIGHT = InFlight()
 
 
-def register(topic: str, handler: Handler) -> None:
+#: topics whose batches start first in each round (the merge stages: a window's result waits
+#: for them, and a round has more partitions than `WEIR_BATCH_CONCURRENCY` slots)
+FIRST: Set[str] = set()
+
+
+def register(topic: str, handler: Handler, first: bool = False) -> None:
     HANDLERS[topic] = handler
+    if first:
+        FIRST.add(topic)
 
 
 async def wait_idle() -> None:
@@ -128,6 +135,8 @@ async def drain(consumer, fetcher) -> None:
             continue
         generation = consumer.app.consumer_generation_id
         mine = [(tp, batch) for tp, batch in records.items() if batch and tp.topic in HANDLERS]
+        if FIRST:
+            mine.sort(key=lambda item: item[0].topic not in FIRST)
         QUEUED.update(tp for tp, _ in mine)
         try:
             if consumer.flow_active and consumer.app.consumer_generation_id == generation:

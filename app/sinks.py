@@ -62,10 +62,12 @@ class Sender:
             txn.after_commit if txn is not None else [])
 
     async def send(self, topic: str, key: Optional[bytes], value: Any,
-                   partition: Optional[int] = None) -> None:
+                   partition: Optional[int] = None, urgent: bool = True) -> None:
+        """Send one record. To another stage's topic, it makes the transaction commit at the
+        end of the batch, unless not ``urgent`` (it then goes with the next commit)."""
         data = value if value is None or isinstance(value, bytes) else orjson.dumps(value)
         if self.transactional:
-            if topic in self._stage_topics:  # another stage reads it once committed
+            if urgent and topic in self._stage_topics:  # that stage reads committed records
                 self._txn.urgent = True
             await self._producer.send(topic, data, key=key, partition=partition)
         else:

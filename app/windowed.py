@@ -60,6 +60,9 @@ class MergedView:
                                   settings.idle_timeout_ms + MERGE_IDLE_GRACE_MS,
                                   self.merge_store)
         monitoring.watch_engine(sink.pipeline, name, source_topic, self.engine)
+        self.window = window
+        #: per partition, the watermark last sent to the merge
+        self._sent_watermark: Dict[int, int] = {}
 
     def process(self, partition: int, items: Sequence[Item[EventT]], anchor: EventT,
                 next_offset: int) -> BatchResult:
@@ -77,9 +80,14 @@ class MergedView:
                 "windowStart": w.start_ms, "windowEnd": w.end_ms, "acc": w.acc,
                 "revision": w.revision}, partition=0)
         if result.watermark_ms is not None:
+            # the merge needs it at once only if it may fire a window (partials, too, are
+            # sent when the partition's watermark passes a window's end, or for late events)
+            before = self._sent_watermark.get(partition)
+            fires = before is None or self.window.ends_within(before, result.watermark_ms)
             await out.send(self.partials_topic, b"0", {
                 "view": self.name, "kind": "watermark", "partition": partition,
-                "watermarkMs": result.watermark_ms}, partition=0)
+                "watermarkMs": result.watermark_ms}, partition=0, urgent=fires)
+            self._sent_watermark[partition] = result.watermark_ms
 
     async def advance_idle(self, now_ms: int, idle_timeout_ms: int) -> None:
         """Idle partitions: event time follows the wall clock; what closes is committed now."""
@@ -92,12 +100,14 @@ class MergedView:
     def forget(self, partition: int) -> None:
         self.engine.forget(partition)
         self.window_store.forget(partition)
+        self._sent_watermark.pop(partition, None)
 
 
 async def consume_in_batches(stream: Any, settings: Settings,
                              process: Callable[[int, Sequence[EventT]], Awaitable[None]],
                              direct: bool = True, max_events: int = 0,
-                             forget: Optional[Callable[[TP], None]] = None) -> None:
+                             forget: Optional[Callable[[TP], None]] = None,
+                             first: bool = False) -> None:
     """An agent's loop: batches of up to ``WEIR_BATCH_MAX_EVENTS``, each split by source
     partition and processed partition by partition, between stops (`batch_gate`). A batch
     that fails (its transaction aborted) makes ``forget`` drop the partition's in-memory
@@ -107,7 +117,8 @@ async def consume_in_batches(stream: Any, settings: Settings,
     With ``WEIR_BATCH_PATH=direct`` (default) the consumer hands the fetched batches of the
     agent's topics to ``process`` itself (`app.direct_batches`); the agent only keeps its
     topics subscribed. ``direct=False`` keeps Faust's delivery, which interleaves the
-    partitions message by message; ``max_events`` caps its batches below the setting."""
+    partitions message by message; ``max_events`` caps its batches below the setting.
+    ``first``: on the direct path, this agent's batches start first in each round."""
     if direct and settings.batch_path == "direct":
         size = max_events or settings.batch_max_events
 
@@ -122,7 +133,7 @@ async def consume_in_batches(stream: Any, settings: Settings,
             return in_chunks
 
         for topic in getattr(stream.channel, "topics", ()):
-            direct_batches.register(topic, chunks_of(topic))
+            direct_batches.register(topic, chunks_of(topic), first=first)
         await asyncio.Future()  # batches arrive through the consumer, not this stream
     async for events in stream.take_events(max_events or settings.batch_max_events,
                                            settings.batch_max_wait_ms / 1000):
@@ -226,7 +237,7 @@ class ViewMerger:
     async def consume(self, stream: Any, settings: Settings) -> None:
         """The merge agent's loop over the partials topic."""
         await consume_in_batches(stream, settings, lambda partition, events: self.merge(events),
-                                 forget=lambda tp: self.forget())
+                                 forget=lambda tp: self.forget(), first=True)
 
     async def merge(self, events: Sequence[EventT]) -> None:
         """Merge one batch of partial records (all from the partials topic's one partition)."""

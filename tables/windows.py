@@ -63,6 +63,10 @@ class TumblingWindow:
         """Exclusive end of the window that starts at ``start_ms``."""
         return start_ms + self.size_ms
 
+    def ends_within(self, after_ms: int, upto_ms: int) -> bool:
+        """True when a window ends in ``(after_ms, upto_ms]``: a watermark moving so fires one."""
+        return upto_ms // self.size_ms > after_ms // self.size_ms
+
 
 @dataclass(frozen=True)
 class HoppingWindow:
@@ -90,6 +94,11 @@ class HoppingWindow:
 
     def end_of(self, start_ms: int) -> int:
         return start_ms + self.size_ms
+
+    def ends_within(self, after_ms: int, upto_ms: int) -> bool:
+        """True when a window ends in ``(after_ms, upto_ms]`` (ends: ``k*advance + size``)."""
+        return ((upto_ms - self.size_ms) // self.advance_ms
+                > (after_ms - self.size_ms) // self.advance_ms)
 
 
 @dataclass(frozen=True)

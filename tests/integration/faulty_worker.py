@@ -60,13 +60,13 @@ def crash_before_commit(topic: str) -> None:
         data = value if value is None or isinstance(value, bytes) else orjson.dumps(value)
         await plain["producer"].send_and_wait(topic, data, key=key, partition=partition)
 
-    async def faulty_send(self, to, key, value, partition=None):
+    async def faulty_send(self, to, key, value, partition=None, urgent=True):
         if to != topic:
-            return await send(self, to, key, value, partition)
+            return await send(self, to, key, value, partition, urgent)
         self._txn.crash_due = True
         if outside:
             return await send_outside(key, value, partition)
-        return await send(self, to, key, value, partition)
+        return await send(self, to, key, value, partition, urgent)
 
     async def faulty_commit(self, tid, group_id):
         if getattr(self.open.get(tid), "crash_due", False) and not marker.exists():

@@ -38,7 +38,8 @@ def processed(log_text: str) -> int:
 
 
 async def test_slow_sink_pauses_consumption_and_memory_stays_bounded(pipeline_env, tmp_path):
-    env = {**pipeline_env, "WEIR_TEST_SLOW_COMMIT_MS": "1000", "WEIR_BATCH_MAX_EVENTS": "50"}
+    env = {**pipeline_env, "WEIR_TEST_SLOW_COMMIT_MS": "1000", "WEIR_BATCH_MAX_EVENTS": "50",
+           "WEIR_COMMIT_INTERVAL_MS": "1"}  # every batch commits: a slow sink per batch
     padding = "x" * PAYLOAD_BYTES
     messages = [(i % 4, None, json.dumps({
         "orderId": f"o{i}", "userId": "u", "amount": 1.0, "timestamp": 1_700_000_000_000 + i,

@@ -82,3 +82,28 @@ def test_hopping_windows_are_exactly_those_holding_the_timestamp(ts, a, b):
     assert starts and all(s % advance == 0 and s <= ts < s + size for s in starts)
     assert starts[0] - advance + size <= ts  # the one before no longer holds ts
     assert starts[-1] + advance > ts  # the one after does not yet
+
+
+@pytest.mark.parametrize("after, upto, fires", [
+    (59_999, 60_000, True),  # [0, 60000) ends at 60000: a watermark reaching it fires it
+    (60_000, 60_001, False),  # already past that end
+    (0, 59_999, False),
+    (-1, 0, True),  # [-60000, 0) ends at 0
+    (10, 130_000, True),
+])
+def test_a_tumbling_window_end_is_within_a_watermark_move_when_it_reaches_it(after, upto, fires):
+    assert W.ends_within(after, upto) is fires
+
+
+@given(st.integers(-(10**9), 10**9), st.integers(0, 10**6), st.integers(1, 500),
+       st.integers(1, 500))
+def test_a_window_ends_within_a_watermark_move_exactly_when_one_of_its_ends_lies_there(
+        after, move, a, b):
+    """Checked against the ends of the windows holding the timestamps passed over."""
+    size, advance = max(a, b), min(a, b)
+    upto = after + move
+    for window in (TumblingWindow(size, 0), HoppingWindow(size, advance, 0)):
+        ends = {window.end_of(s) for ts in range(after - size, min(upto, after + 3 * size) + 1)
+                for s in window.starts_of(ts)}
+        expected = any(after < e <= upto for e in ends) or move > 3 * size
+        assert window.ends_within(after, upto) is expected
