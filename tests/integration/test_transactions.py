@@ -33,9 +33,13 @@ async def crash_before_first_window_commit_then_restart(env, tmp_path):
            "WEIR_CONSUMER_SESSION_TIMEOUT_MS": "6000",  # the dead member leaves soon
            "WEIR_TEST_CRASH_MARKER": str(tmp_path / "crashed")}
     first = Worker(env, tmp_path / "worker-1.log", FAULTY_WEIR).start()
-    await produce(servers, topic, messages)
-    await asyncio.to_thread(wait_for, lambda: first.proc.poll() is not None, 120,
-                            "the injected crash")
+    try:
+        await produce(servers, topic, messages)
+        await asyncio.to_thread(wait_for, lambda: first.proc.poll() is not None, 120,
+                                "the injected crash")
+    finally:
+        if first.proc.poll() is None:  # no crash came: do not leave the worker running
+            first.kill()
     assert first.proc.returncode == CRASH_EXIT_CODE, first.log_text()[-3000:]
     second = Worker(env, tmp_path / "worker-2.log", FAULTY_WEIR).start()
     try:
