@@ -96,7 +96,10 @@ class FraudRules:
 
     def _trim(self, state: UserState, ts: int) -> None:
         """Keep the times in ``(ts - window, ts]``, the newest ``max + 1`` of them."""
-        recent = [t for t in state["recent"] if t > ts - self.frequency_window_ms]
+        recent = state["recent"]
+        if len(recent) <= self.frequency_max + 1 and recent[0] > ts - self.frequency_window_ms:
+            return  # the usual case (sorted times, the oldest still in): nothing to drop
+        recent = [t for t in recent if t > ts - self.frequency_window_ms]
         state["recent"] = recent[-(self.frequency_max + 1):]
 
     def _frequency(self, state: UserState, tx: Tx) -> Optional[Alert]:
