@@ -27,6 +27,7 @@ last HIGH_FREQUENCY alert.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -96,11 +97,10 @@ class FraudRules:
 
     def _trim(self, state: UserState, ts: int) -> None:
         """Keep the times in ``(ts - window, ts]``, the newest ``max + 1`` of them."""
-        recent = state["recent"]
-        if len(recent) <= self.frequency_max + 1 and recent[0] > ts - self.frequency_window_ms:
-            return  # the usual case (sorted times, the oldest still in): nothing to drop
-        recent = [t for t in recent if t > ts - self.frequency_window_ms]
-        state["recent"] = recent[-(self.frequency_max + 1):]
+        recent = state["recent"]  # ascending: the transactions come in (ts, id) order
+        first = bisect_right(recent, ts - self.frequency_window_ms)
+        if first or len(recent) > self.frequency_max + 1:
+            state["recent"] = recent[max(first, len(recent) - self.frequency_max - 1):]
 
     def _frequency(self, state: UserState, tx: Tx) -> Optional[Alert]:
         count = len(state["recent"])
