@@ -75,6 +75,16 @@ class InFlight:
 IN_FLIGHT = InFlight()
 
 
+class FollowUp:
+    """How long a round waits for the fetch that follows the one it got (`drain`)."""
+
+    seconds = 0.0
+
+    @classmethod
+    def configure(cls, follow_up_ms: int) -> None:
+        cls.seconds = follow_up_ms / 1000
+
+
 #: topics whose batches start first in each round (the merge stages: a window's result waits
 #: for them, and a round has more partitions than `WEIR_BATCH_CONCURRENCY` slots)
 FIRST: Set[str] = set()
@@ -134,6 +144,14 @@ async def drain(consumer, fetcher) -> None:
         if not records or consumer.should_stop:
             continue
         generation = consumer.app.consumer_generation_id
+        if FollowUp.seconds:
+            # The client fetched the taken partitions again at once, and that answer holds what
+            # arrived since: taken in this round, a record waits about one round, not two.
+            more, _ = await consumer._wait_next_records(FollowUp.seconds)
+            if consumer.should_stop or consumer.app.consumer_generation_id != generation:
+                continue  # a rebalance began: what was fetched is fetched again after its seek
+            for tp, batch in (more or {}).items():
+                records[tp] = records[tp] + batch if tp in records else batch
         mine = [(tp, batch) for tp, batch in records.items() if batch and tp.topic in HANDLERS]
         if FIRST:
             mine.sort(key=lambda item: item[0].topic not in FIRST)

@@ -279,6 +279,12 @@ SPECS: Dict[str, Spec] = {
         "Most partition batches (each its own transaction) a worker handles at the same time; "
         "1: one partition after the other.",
     ),
+    "fetch_follow_up_ms": Spec(
+        "WEIR_FETCH_FOLLOW_UP_MS", "3", _int(0, 1000),
+        "On the direct batch path, after a fetch returned records, wait this long for the "
+        "fetch that follows it and handle both in one round (the Kafka client fetches a "
+        "partition again only once its buffered records are taken); 0: off.",
+    ),
     "bulk_restore": Spec(
         "WEIR_BULK_RESTORE", "true", _choice("true", "false"),
         "Restore tables from their changelogs in large fetches and write batches before "
@@ -429,6 +435,7 @@ class Settings:
     batch_max_events: int
     batch_max_wait_ms: int
     batch_concurrency: int
+    fetch_follow_up_ms: int
     processing_guarantee: str
     commit_interval_ms: int
     fetch_max_wait_ms: int

@@ -31,6 +31,7 @@ def clean_state(monkeypatch):
     monkeypatch.setattr(direct_batches, "READ_THROUGH", {})
     monkeypatch.setattr(direct_batches, "IN_FLIGHT", InFlight())
     direct_batches.IN_FLIGHT.configure(8)
+    monkeypatch.setattr(direct_batches.FollowUp, "seconds", 0.0)  # each fetch its own round
 
 
 def test_a_batch_that_follows_the_previous_one_covers_the_holes_between():
@@ -158,3 +159,37 @@ async def test_a_rebalance_during_a_fetch_round_skips_the_batches_not_started():
     await asyncio.wait_for(direct_batches.drain(consumer, FakeFetcher()), 10)
     assert len(handled) == 1
     assert list(consumer._read_offset) == [TP("t", handled[0])]  # the other is fetched again
+
+
+async def test_a_round_takes_the_answer_to_the_fetch_that_follows_its_own():
+    direct_batches.FollowUp.configure(3)
+    seen = []
+
+    async def handler(partition, events):
+        seen.append((partition, [e.message.offset for e in events]))
+
+    direct_batches.register("t", handler)
+    consumer = FakeConsumer([{TP("t", 0): records(0, 1)},
+                             {TP("t", 0): records(2), TP("t", 1): records(5)}])
+    await asyncio.wait_for(direct_batches.drain(consumer, FakeFetcher()), 10)
+    assert sorted(seen) == [(0, [0, 1, 2]), (1, [5])]  # one round, one batch per partition
+    assert consumer._read_offset == {TP("t", 0): 2, TP("t", 1): 5}
+
+
+async def test_a_rebalance_before_the_follow_up_fetch_drops_the_round():
+    direct_batches.FollowUp.configure(3)
+    handled = []
+
+    async def handler(partition, events):
+        handled.append(partition)
+
+    class RebalancingConsumer(FakeConsumer):
+        async def _wait_next_records(self, timeout: float):
+            if len(self._fetches) == 1:  # the follow-up: the group moved on meanwhile
+                self.app.consumer_generation_id += 1
+            return await super()._wait_next_records(timeout)
+
+    direct_batches.register("t", handler)
+    consumer = RebalancingConsumer([{TP("t", 0): records(0)}, {TP("t", 0): records(1)}])
+    await asyncio.wait_for(direct_batches.drain(consumer, FakeFetcher()), 10)
+    assert handled == [] and consumer._read_offset == {}  # fetched again after the seek
