@@ -10,6 +10,7 @@ from app.models import BadEvent
 from app.partition_log import LogEvent
 from app.sinks import Sender, count_emitted, send_dead_letter
 from app.transactions import OpenTransactions
+from tests.unit.app.fake_producer import FakeProducer
 from tables.aggregators import CountAndSum
 from tables.engine import Item, WindowEngine
 from tables.state import InMemoryStore
@@ -18,32 +19,6 @@ from tables.windows import TumblingWindow
 
 def value(name, **labels):
     return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
-
-
-class FakeProducer:
-    def __init__(self, fail_commit: bool = False) -> None:
-        self.sent, self.commits, self.aborts = [], 0, 0
-        self.fail_commit = fail_commit
-
-    async def send(self, *args, **kwargs):
-        self.sent.append((args, kwargs))
-
-    async def flush(self):
-        pass
-
-    async def send_offsets_to_transaction(self, offsets, group_id):
-        pass
-
-    async def commit_transaction(self):
-        if self.fail_commit:
-            raise RuntimeError("broker gone")
-        self.commits += 1
-
-    async def abort_transaction(self):
-        self.aborts += 1
-
-    async def begin_transaction(self):
-        pass
 
 
 def in_transaction(producer: FakeProducer, pipeline: str):

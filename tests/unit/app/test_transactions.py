@@ -12,31 +12,7 @@ from faust.types import TP
 from app import transactions
 from app.sinks import Sink
 from app.topics import MERGE_TOPICS, register_merge_topic
-
-
-class FakeProducer:
-    """Records what a transactional producer was asked to do."""
-
-    def __init__(self, fail_commit: bool = False) -> None:
-        self.sent, self.offsets, self.commits, self.aborts = [], [], 0, 0
-        self.fail_commit = fail_commit
-
-    async def send(self, topic, value, key=None, partition=None):
-        self.sent.append((topic, key, value))
-
-    async def send_offsets_to_transaction(self, offsets, group_id):
-        self.offsets.append(dict(offsets))
-
-    async def commit_transaction(self):
-        if self.fail_commit:
-            raise RuntimeError("broker gone")
-        self.commits += 1
-
-    async def abort_transaction(self):
-        self.aborts += 1
-
-    async def begin_transaction(self):
-        pass
+from tests.unit.app.fake_producer import FakeProducer
 
 
 def fake_app(producer: FakeProducer):
