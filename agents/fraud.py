@@ -39,7 +39,7 @@ from typing import Dict, List, Sequence
 
 from faust.types import TP, EventT
 
-from agents.fraud_rules import Alert, FraudRules
+from agents.fraud_rules import Alert, FraudRules, load_user_state
 from app import direct_batches
 from app.clock import wall_clock_ms
 from app.faust_app import app, partition_log, settings
@@ -89,7 +89,8 @@ STORES = (pending_store, dedup_store, users_store)
 ordered = OrderedRelease(settings.fraud_max_out_of_orderness_ms, pending_store,
                          tie=lambda tx: tx["id"])
 seen_ids = SeenIds(settings.fraud_dedup_ttl_ms, dedup_store, setting="WEIR_FRAUD_DEDUP_TTL_MS")
-users = TtlState(settings.fraud_state_ttl_ms, users_store, setting="WEIR_FRAUD_STATE_TTL_MS")
+users = TtlState(settings.fraud_state_ttl_ms, users_store, setting="WEIR_FRAUD_STATE_TTL_MS",
+                 load_value=load_user_state)
 rules = FraudRules(settings.fraud_large_amount, settings.fraud_frequency_window_ms,
                    settings.fraud_frequency_max, settings.fraud_max_speed_kmh,
                    settings.fraud_travel_window_ms)

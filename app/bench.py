@@ -111,8 +111,26 @@ async def create_topic(servers: str, name: str, partitions: int,
     await admin.start()
     try:
         await admin.create_topics([NewTopic(name, partitions, 1, topic_configs=configs or {})])
+        await wait_for_leaders(admin, name, partitions)
     finally:
         await admin.close()
+
+
+async def wait_for_leaders(admin: AIOKafkaAdminClient, name: str, partitions: int,
+                           timeout_s: float = 30.0) -> None:
+    """Return once every partition of a new topic has a leader: a producer sending at once
+    may otherwise fail with NotLeaderForPartitionError."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        topics = await admin.describe_topics([name])
+        led = [p for t in topics if t["error_code"] == 0
+               for p in t["partitions"] if p["error_code"] == 0 and p["leader"] >= 0]
+        if len(led) == partitions:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"topic {name}: {len(led)} of {partitions} partitions have a "
+                               f"leader after {timeout_s:.0f} s")
+        await asyncio.sleep(0.1)
 
 
 def pageview(i: int, partitions: int) -> Tuple[int, bytes, bytes]:

@@ -69,9 +69,8 @@ def metric_value(exposition: str, name: str, labels: str) -> Optional[float]:
 
 def user_state(i: int, ts_ms: int) -> dict:
     """What `agents.fraud_rules` keeps per user, under `tables.ttl.TtlState`'s envelope."""
-    prev = {"id": f"r{i}", "user": f"user-{i:07d}", "amount": 12.5, "location": "Oslo",
-            "ts": ts_ms, "lat": 59.9139, "lon": 10.7522}
-    return {"v": {"recent": [ts_ms], "prev": prev, "hfAlertTs": None}, "t": ts_ms}
+    prev = [f"r{i}-user-{i:07d}", "Oslo", ts_ms, 59.9139, 10.7522]  # id, location, ts, lat, lon
+    return {"v": [[ts_ms], prev, None], "t": ts_ms}  # recent, prev, hfAlertTs
 
 
 async def fill_changelog(servers: str, topic: str, keys: int, partitions: int,

@@ -25,8 +25,9 @@ of wall-clock time lets its highest event time grow with the wall clock from
 then on (as the window engine does), so the last buffered events are released.
 
 State per partition: the clock (watermark, next source offset) as the meta,
-and per key its buffered events ``[ts, tie, value]``; a key whose buffer
-empties is deleted (a tombstone). Only keys whose buffer changed are written,
+and per key its buffered events ``[ts, tie, value]`` (in memory plain tuples,
+which the garbage collector stops tracking); a key whose buffer empties is
+deleted (a tombstone). Only keys whose buffer changed are written,
 and a key buffered and released within one batch not at all.
 """
 
@@ -44,7 +45,7 @@ from tables.state import (Entries, Meta, PartitionCache, PartitionClock, Partiti
                           idle_event_time)
 from tables.watermark import BoundedOutOfOrderness
 
-_TS_TIE = itemgetter(0, 1)  # a buffered event's [ts, tie, value] -> (ts, tie)
+_TS_TIE = itemgetter(0, 1)  # a buffered event's (ts, tie, value) -> (ts, tie)
 
 
 class Released(NamedTuple):
@@ -70,7 +71,7 @@ class ReleaseResult:
 @dataclass
 class _PartitionBuffers:
     clock: PartitionClock
-    buffers: Dict[str, List[List[Any]]]  # key -> [[ts, tie, value], ...]
+    buffers: Dict[str, List[Tuple[int, str, Any]]]  # key -> [(ts, tie, value), ...]
     heap: List[Tuple[int, str, str]] = field(default_factory=list)  # (ts, tie, key)
     stored: Set[str] = field(default_factory=set)  # keys the store holds a buffer of
     last_event_wall_ms: Optional[int] = None
@@ -89,7 +90,7 @@ class OrderedRelease(PartitionCache[_PartitionBuffers]):
 
     def _load(self, partition: int, meta: Meta, entries: Entries) -> _PartitionBuffers:
         clock = PartitionClock.from_meta(meta, self.max_out_of_orderness_ms)
-        state = _PartitionBuffers(clock, {k: list(v) for k, v in entries.items()},
+        state = _PartitionBuffers(clock, {k: [tuple(e) for e in v] for k, v in entries.items()},
                                   stored=set(entries))
         state.heap = [(ts, tie, key) for key, listed in state.buffers.items()
                       for ts, tie, _ in listed]
@@ -125,7 +126,7 @@ class OrderedRelease(PartitionCache[_PartitionBuffers]):
                 result.late.append(LateItem(item, item.ts_ms, item.ts_ms + 1, watermark))
                 continue
             tie = self.tie(item.value)
-            state.buffers.setdefault(item.key, []).append([item.ts_ms, tie, item.value])
+            state.buffers.setdefault(item.key, []).append((item.ts_ms, tie, item.value))
             heapq.heappush(state.heap, (item.ts_ms, tie, item.key))
             changed.add(item.key)
             wm.observe(item.ts_ms)

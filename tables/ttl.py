@@ -8,13 +8,17 @@ location or a set of seen ids stays bounded::
     ttl 60 s:  put(k, ts=10s) ... watermark 69.999s: kept ... watermark 70s: expired
 
 Writes are buffered per partition and persisted by `flush`, once per batch.
+In memory a key's entry is a plain tuple ``(value, touched)`` (stored as
+``{"v": value, "t": touched}``): with a value of plain tuples and scalars the
+garbage collector soon stops tracking it, so large state costs full collections
+little. ``load_value`` turns a stored (JSON) value back into that form.
 """
 
 from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from tables.errors import ConfigError
 from tables.state import Entries, Meta, PartitionCache, PartitionStore
@@ -22,7 +26,7 @@ from tables.state import Entries, Meta, PartitionCache, PartitionStore
 
 @dataclass
 class _PartitionKeys:
-    values: Dict[str, Dict[str, Any]]  # key -> {"v": value, "t": touched event time}
+    values: Dict[str, Tuple[Any, int]]  # key -> (value, touched event time)
     expiry: List[Tuple[int, str]] = field(default_factory=list)  # heap of (touched + ttl, key)
     updated: Set[str] = field(default_factory=set)
     deleted: Set[str] = field(default_factory=set)
@@ -31,14 +35,16 @@ class _PartitionKeys:
 class TtlState(PartitionCache[_PartitionKeys]):
     """Keyed values per source partition with an event-time time-to-live."""
 
-    def __init__(self, ttl_ms: int, store: PartitionStore, setting: str = "ttl_ms") -> None:
+    def __init__(self, ttl_ms: int, store: PartitionStore, setting: str = "ttl_ms",
+                 load_value: Callable[[Any], Any] = lambda value: value) -> None:
         if isinstance(ttl_ms, bool) or not isinstance(ttl_ms, int) or ttl_ms <= 0:
             raise ConfigError(f"{setting} must be larger than zero milliseconds, got {ttl_ms!r}")
         super().__init__(store)
         self.ttl_ms = ttl_ms
+        self.load_value = load_value
 
     def _load(self, partition: int, meta: Meta, entries: Entries) -> _PartitionKeys:
-        keys = _PartitionKeys(entries)
+        keys = _PartitionKeys({k: (self.load_value(e["v"]), e["t"]) for k, e in entries.items()})
         keys.expiry = [(e["t"] + self.ttl_ms, k) for k, e in entries.items()]
         heapq.heapify(keys.expiry)
         return keys
@@ -48,15 +54,15 @@ class TtlState(PartitionCache[_PartitionKeys]):
 
     def get(self, partition: int, key: str) -> Optional[Any]:
         entry = self._keys(partition).values.get(key)
-        return None if entry is None else entry["v"]
+        return None if entry is None else entry[0]
 
     def put(self, partition: int, key: str, value: Any, ts_ms: int) -> None:
         """Set ``key``; its time-to-live counts from the highest event time that set it."""
         keys = self._keys(partition)
         old = keys.values.get(key)
-        touched = ts_ms if old is None else max(old["t"], ts_ms)
-        keys.values[key] = {"v": value, "t": touched}
-        if old is None or touched > old["t"]:
+        touched = ts_ms if old is None else max(old[1], ts_ms)
+        keys.values[key] = (value, touched)
+        if old is None or touched > old[1]:
             heapq.heappush(keys.expiry, (touched + self.ttl_ms, key))
         keys.updated.add(key)
         keys.deleted.discard(key)
@@ -74,7 +80,7 @@ class TtlState(PartitionCache[_PartitionKeys]):
         while watermark_ms is not None and keys.expiry and keys.expiry[0][0] <= watermark_ms:
             due, key = heapq.heappop(keys.expiry)
             entry = keys.values.get(key)
-            if entry is not None and entry["t"] + self.ttl_ms == due:  # not touched since
+            if entry is not None and entry[1] + self.ttl_ms == due:  # not touched since
                 self.delete(partition, key)
                 expired.append(key)
         return expired
@@ -84,7 +90,8 @@ class TtlState(PartitionCache[_PartitionKeys]):
         keys = self._keys(partition)
         if not keys.updated and not keys.deleted:
             return
-        updated = {k: keys.values[k] for k in keys.updated}
+        values = keys.values
+        updated = {k: {"v": values[k][0], "t": values[k][1]} for k in keys.updated}
         self.store.save(partition, meta or {}, updated, sorted(keys.deleted))
         keys.updated.clear()
         keys.deleted.clear()

@@ -1,9 +1,11 @@
+import gc
 import math
 
+import orjson
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from agents.fraud_rules import FraudRules, haversine_km
+from agents.fraud_rules import RECENT, FraudRules, haversine_km, load_user_state
 from tables.engine import Item
 from tables.errors import ConfigError
 from tables.ordered import OrderedRelease
@@ -68,7 +70,7 @@ def test_count_is_reported_up_to_max_plus_one():
     state = None
     for i in range(8):
         state, _ = RULES.evaluate(state, [tx(i, i)])
-    assert len(state["recent"]) == 6
+    assert len(state[RECENT]) == 6
 
 
 @pytest.mark.parametrize("apart_ms, alerts", [(59_999, 1), (60_000, 0)])
@@ -193,3 +195,29 @@ def test_the_generated_streams_exercise_every_rule():
     test_ordered_rules_in_batches_equal_the_batch_oracle()
     print(KINDS)
     assert all(n > 20 for n in KINDS.values()), KINDS
+
+
+def test_a_user_state_is_left_alone_by_the_garbage_collector_once_seen():
+    state = None
+    for i in range(8):  # with a burst alert and a previous transaction with coordinates
+        state, _ = RULES.evaluate(state, [tx(i, i, "Oslo", OSLO)])
+    entry = (state, 7)  # as `tables.ttl.TtlState` keeps it
+    gc.collect()
+    gc.collect()  # the outer tuples go once their members are untracked
+    assert not gc.is_tracked(state) and not gc.is_tracked(entry)
+
+
+def test_a_stored_user_state_loads_as_the_state_it_was():
+    state, _ = RULES.evaluate(None, [tx(0, 0, "Oslo", OSLO), tx(1, 1_000, "Paris", PARIS)])
+    assert load_user_state(orjson.loads(orjson.dumps(state))) == state
+    later = [tx(2, 2_000, "Rome")]
+    assert RULES.evaluate(load_user_state(orjson.loads(orjson.dumps(state))), later) == \
+        RULES.evaluate(state, later)
+
+
+def test_a_user_state_stored_as_a_dict_by_earlier_versions_still_loads():
+    prev = {"id": "t001", "user": "u", "amount": 10.0, "location": "Paris", "ts": 1_000,
+            "lat": PARIS[0], "lon": PARIS[1]}
+    stored = {"recent": [0, 1_000], "prev": prev, "hfAlertTs": None}
+    state, _ = RULES.evaluate(None, [tx(0, 0, "Oslo", OSLO), tx(1, 1_000, "Paris", PARIS)])
+    assert load_user_state(stored) == state

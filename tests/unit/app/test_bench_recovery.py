@@ -2,6 +2,7 @@
 
 import datetime
 
+from agents.fraud_rules import load_user_state
 from app.bench_recovery import log_time, metric_value, user_state
 
 
@@ -24,5 +25,6 @@ def test_metric_value_reads_one_labelled_sample():
 
 def test_user_state_has_the_ttl_envelope_of_the_fraud_rules_state():
     state = user_state(3, 1_000)
-    assert state["t"] == 1_000 and set(state["v"]) == {"recent", "prev", "hfAlertTs"}
-    assert state["v"]["prev"]["user"] == "user-0000003"
+    recent, prev, hf_alert_ts = load_user_state(state["v"])
+    assert state["t"] == 1_000 and recent == (1_000,) and hf_alert_ts is None
+    assert prev[0] == "r3-user-0000003" and prev[2] == 1_000

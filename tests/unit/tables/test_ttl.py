@@ -49,3 +49,14 @@ def test_restarted_state_reindexes_expiry_from_the_store():
 def test_ttl_must_be_positive_and_names_the_setting(bad):
     with pytest.raises(ConfigError, match="WEIR_FRAUD_DEDUP_TTL_MS"):
         TtlState(bad, InMemoryStore(), setting="WEIR_FRAUD_DEDUP_TTL_MS")
+
+
+def test_stored_entries_carry_value_and_touched_time_and_load_through_load_value():
+    store = InMemoryStore()
+    state = TtlState(1_000, store)
+    state.put(0, "a", (1, 2), ts_ms=100)
+    state.flush(0)
+    assert store.entries[0]["a"] == {"v": (1, 2), "t": 100}
+    restarted = TtlState(1_000, store, load_value=lambda v: ("loaded", v))
+    assert restarted.get(0, "a") == ("loaded", (1, 2))
+    assert restarted.expire(0, 1_099) == [] and restarted.expire(0, 1_100) == ["a"]
