@@ -44,7 +44,7 @@ class WeirApp(faust.App):
 
         log.info("Stopping: finishing the batch in progress")
         await batch_gate.close()
-        if self.in_transaction and transactions.OPEN.open:
+        if self.in_transaction and transactions.OPEN.pending:
             log.info("Stopping: committing %d open transactions", len(transactions.OPEN.open))
             try:
                 await transactions.OPEN.commit_due(self.producer._trn_locks, self.conf.id,
@@ -113,7 +113,7 @@ monitoring.install(app, settings)
 set_concurrent_transactions_backoff(settings.txn_retry_backoff_ms)
 direct_batches.IN_FLIGHT.configure(settings.batch_concurrency)
 direct_batches.FollowUp.configure(settings.fetch_follow_up_ms)
-transactions.OPEN.configure(settings.commit_interval_ms)
+transactions.OPEN.configure(settings.commit_interval_ms, settings.offsets_commit_interval_ms)
 
 
 @app.task
@@ -124,7 +124,7 @@ async def commit_open_transactions() -> None:
 
     while not app.should_stop:
         await asyncio.sleep(settings.commit_interval_ms / 2000)
-        if not app.in_transaction or batch_gate.closed or not transactions.OPEN.open:
+        if not app.in_transaction or batch_gate.closed or not transactions.OPEN.pending:
             continue
         try:
             await batch_gate.run([], lambda: transactions.OPEN.commit_due(

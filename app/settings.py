@@ -312,6 +312,14 @@ SPECS: Dict[str, Spec] = {
         "commits (results become visible to read_committed consumers); a batch that feeds "
         "another stage (partials, repartition topics) commits at once. 1: every batch.",
     ),
+    "offsets_commit_interval_ms": Spec(
+        "WEIR_OFFSETS_COMMIT_INTERVAL_MS", "1000", _int(1),
+        "Under exactly_once, the consumed offsets go with a source partition's transaction at "
+        "most this often (and before a rebalance, and at stop); the transactions in between "
+        "commit without them, two requests fewer. Each pipeline's state carries the next offset "
+        "it processes, so records read again after older offsets are skipped, not processed "
+        "twice. Not above WEIR_COMMIT_INTERVAL_MS: every transaction carries them.",
+    ),
     "consumer_session_timeout_ms": Spec(
         "WEIR_CONSUMER_SESSION_TIMEOUT_MS", "45000", _int(6000),
         "A worker that sends no heartbeat this long (crashed, hung) loses its partitions to "
@@ -438,6 +446,7 @@ class Settings:
     fetch_follow_up_ms: int
     processing_guarantee: str
     commit_interval_ms: int
+    offsets_commit_interval_ms: int
     fetch_max_wait_ms: int
     txn_retry_backoff_ms: int
     bulk_restore: str

@@ -17,6 +17,15 @@ Outputs are appended as soon as a batch sends them; consumers that read committe
 records see them when the transaction commits. Local state follows commits as
 before (`OpenTransaction.after_commit`).
 
+The consumed offsets go with a transaction at most every
+``WEIR_OFFSETS_COMMIT_INTERVAL_MS`` (and always before a rebalance stops the
+producer, and at stop); the transactions in between commit without them. Sending
+them cost two more requests in series (add the offsets, commit them) in each
+commit. Nothing is processed twice for it: every pipeline's state carries the
+next offset it processes, committed with its outputs (`tables.state`), so a
+worker that resumes from older group offsets skips what it reads again. The
+group offsets say where reading resumes, not what was processed.
+
 An abort, whichever batch causes it, undoes every batch the transaction holds, so
 each batch registers what forgets its partition's in-memory state
 (`OpenTransaction.on_abort`): that state is reloaded from the tables, and the
@@ -62,10 +71,21 @@ class OpenTransactions:
 
     def __init__(self) -> None:
         self.interval_s = 0.0
+        self.offsets_interval_s = 0.0
         self.open: Dict[str, OpenTransaction] = {}
+        #: per id, offsets of committed transactions that did not carry them yet
+        self.unsent: Dict[str, Dict[TopicPartition, int]] = {}
+        self._producers: Dict[str, Any] = {}  # per id with unsent offsets, its producer
+        self._offsets_sent: Dict[str, float] = {}  # per id, when offsets last went
 
-    def configure(self, interval_ms: int) -> None:
+    def configure(self, interval_ms: int, offsets_interval_ms: int = 0) -> None:
         self.interval_s = interval_ms / 1000
+        self.offsets_interval_s = offsets_interval_ms / 1000
+
+    @property
+    def pending(self) -> bool:
+        """Anything to commit: an open transaction, or offsets not sent yet."""
+        return bool(self.open or self.unsent)
 
     def join(self, tid: str, producer: Any, pipeline: str) -> OpenTransaction:
         """The transaction of ``tid`` a batch adds to (the caller holds the id's lock)."""
@@ -77,19 +97,38 @@ class OpenTransactions:
     def due(self, txn: OpenTransaction) -> bool:
         return txn.urgent or txn.age_s() >= self.interval_s
 
-    async def commit(self, tid: str, group_id: str) -> None:
-        """Commit ``tid``'s open transaction, with its offsets; on failure abort it and raise."""
+    def _offsets_due(self, tid: str) -> bool:
+        return time.monotonic() - self._offsets_sent.get(tid, 0.0) >= self.offsets_interval_s
+
+    async def commit(self, tid: str, group_id: str, with_offsets: bool = False) -> None:
+        """Commit ``tid``'s open transaction; with the offsets consumed so far when
+        ``with_offsets`` or their interval has passed. On failure abort it and raise.
+        With no open transaction but unsent offsets, those commit (``with_offsets``)."""
         txn = self.open.pop(tid, None)
         if txn is None:
-            return
+            producer = self._producers.get(tid)
+            if not (with_offsets and tid in self.unsent and producer is not None):
+                return
+            txn = OpenTransaction(producer, "offsets")  # a transaction of offsets alone
+        offsets = dict(self.unsent.get(tid, {}))
+        for tp, next_offset in txn.offsets.items():
+            offsets[tp] = max(next_offset, offsets.get(tp, -1))
+        send = bool(offsets) and (with_offsets or self._offsets_due(tid))
         try:
-            if txn.offsets:
-                await txn.producer.send_offsets_to_transaction(txn.offsets, group_id)
+            if send:
+                await txn.producer.send_offsets_to_transaction(offsets, group_id)
             await txn.producer.commit_transaction()
         except BaseException:
             self.open[tid] = txn
             await self.abort(tid)
             raise
+        if send:
+            self._offsets_sent[tid] = time.monotonic()
+            self.unsent.pop(tid, None)
+            self._producers.pop(tid, None)
+        elif offsets:
+            self.unsent[tid] = offsets
+            self._producers[tid] = txn.producer
         metrics.TRANSACTION_COMMITS.labels(txn.pipeline).inc()
         await txn.producer.begin_transaction()
         for apply in txn.after_commit:
@@ -110,23 +149,31 @@ class OpenTransactions:
             log.warning("Transaction %s: abort failed (%r); its batches are forgotten", tid, exc)
 
     async def commit_due(self, locks: Any, group_id: str, everything: bool = False) -> None:
-        """Commit the transactions whose interval has passed (all, with ``everything``);
-        ``locks``: Faust's per-id transaction locks (a batch in progress finishes first)."""
-        for tid in list(self.open):
+        """Commit the transactions whose interval has passed, and the offsets left unsent
+        longer than theirs (all of both, with ``everything``); ``locks``: Faust's per-id
+        transaction locks (a batch in progress finishes first)."""
+        for tid in list(self.open) + [t for t in self.unsent if t not in self.open]:
             txn = self.open.get(tid)
-            if txn is None or not (everything or self.due(txn)):
+            if txn is not None:
+                if not (everything or self.due(txn)):
+                    continue
+            elif not (everything or self._offsets_due(tid)):
                 continue
             async with locks[tid]:
                 if self.open.get(tid) is txn:
-                    await self.commit(tid, group_id)
+                    await self.commit(tid, group_id, with_offsets=everything or txn is None)
 
     async def close(self, tid: str, group_id: str) -> None:
-        """Before ``tid``'s producer stops: commit what it holds, or give it up."""
+        """Before ``tid``'s producer stops: commit what it holds, with the offsets, or give
+        it up (what it consumed is read again, and skipped where a commit got through)."""
         try:
-            await self.commit(tid, group_id)
+            await self.commit(tid, group_id, with_offsets=True)
         except Exception as exc:
             log.warning("Transaction %s: not committed before its producer stops (%r); its "
                         "batches are consumed again", tid, exc)
+        finally:
+            self.unsent.pop(tid, None)
+            self._producers.pop(tid, None)
 
 
 #: the process's open transactions (one producer per consumed partition, shared by pipelines)

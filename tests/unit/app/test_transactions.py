@@ -128,3 +128,74 @@ async def test_a_new_producer_for_the_same_id_starts_a_new_transaction(open_tran
     txn.consumed(TP("orders", 3), 9)
     fresh = open_transactions.join("tid", second, "unit")
     assert fresh is not txn and fresh.offsets == {}
+
+
+def offsets_of(producer: FakeProducer):
+    return [{(tp.topic, tp.partition): o for tp, o in offsets.items()}
+            for offsets in producer.offsets]
+
+
+async def test_offsets_go_with_a_transaction_at_most_once_per_their_interval(
+        open_transactions):
+    open_transactions.configure(1, 60_000)  # every batch commits; offsets once a minute
+    producer = FakeProducer()
+    sink = Sink(fake_app(producer), "unit")
+    for next_offset in (10, 20, 30):
+        async with sink.batch(TP("orders", 3)) as out:
+            out.consumed(TP("orders", 3), next_offset)
+            await asyncio.sleep(0.002)
+    assert producer.commits == 3
+    assert offsets_of(producer) == [{("orders", 3): 10}]  # the first; then not yet due
+    assert open_transactions.pending and not open_transactions.open
+    # the timer leaves them while their interval runs; at stop they all go, the newest
+    await open_transactions.commit_due(sink.app.producer._trn_locks, "app")
+    assert producer.commits == 3
+    await open_transactions.commit_due(sink.app.producer._trn_locks, "app", everything=True)
+    assert producer.commits == 4 and offsets_of(producer)[-1] == {("orders", 3): 30}
+    assert not open_transactions.pending
+
+
+async def test_unsent_offsets_commit_alone_once_their_interval_passed_on_a_quiet_partition(
+        open_transactions):
+    open_transactions.configure(1, 20)
+    producer = FakeProducer()
+    sink = Sink(fake_app(producer), "unit")
+    for next_offset in (5, 6):
+        async with sink.batch(TP("orders", 3)) as out:
+            out.consumed(TP("orders", 3), next_offset)
+            await asyncio.sleep(0.002)
+    assert offsets_of(producer) == [{("orders", 3): 5}]
+    await asyncio.sleep(0.03)
+    await open_transactions.commit_due(sink.app.producer._trn_locks, "app")
+    assert offsets_of(producer)[-1] == {("orders", 3): 6} and producer.commits == 3
+    assert not open_transactions.pending
+
+
+async def test_closing_before_a_rebalance_sends_the_unsent_offsets(open_transactions):
+    open_transactions.configure(1, 60_000)
+    producer = FakeProducer()
+    sink = Sink(fake_app(producer), "unit")
+    for next_offset in (5, 9):
+        async with sink.batch(TP("orders", 3)) as out:
+            out.consumed(TP("orders", 3), next_offset)
+            await asyncio.sleep(0.002)
+    await open_transactions.close("app-0-3", "app")
+    assert offsets_of(producer) == [{("orders", 3): 5}, {("orders", 3): 9}]
+    assert not open_transactions.pending
+
+
+async def test_an_aborted_transaction_keeps_the_offsets_committed_before_it_and_not_its_own(
+        open_transactions):
+    open_transactions.configure(1, 60_000)
+    producer = FakeProducer()
+    sink = Sink(fake_app(producer), "unit")
+    for next_offset in (5, 9):
+        async with sink.batch(TP("orders", 3)) as out:
+            out.consumed(TP("orders", 3), next_offset)
+            await asyncio.sleep(0.002)
+    with pytest.raises(ValueError):
+        async with sink.batch(TP("orders", 3)) as out:
+            out.consumed(TP("orders", 3), 12)
+            raise ValueError("bad batch")
+    await open_transactions.close("app-0-3", "app")
+    assert offsets_of(producer)[-1] == {("orders", 3): 9}
