@@ -27,7 +27,9 @@ from tables.state import Entries, Meta, PartitionCache, PartitionStore
 @dataclass
 class _PartitionKeys:
     values: Dict[str, Tuple[Any, int]]  # key -> (value, touched event time)
-    expiry: List[Tuple[int, str]] = field(default_factory=list)  # heap of (touched + ttl, key)
+    # heap of (due, key): one entry per key, whatever its writes (one per write held every
+    # update of a day's TTL: at 5,000 a second, 432 million entries); due <= touched + ttl
+    expiry: List[Tuple[int, str]] = field(default_factory=list)
     updated: Set[str] = field(default_factory=set)
     deleted: Set[str] = field(default_factory=set)
 
@@ -62,7 +64,7 @@ class TtlState(PartitionCache[_PartitionKeys]):
         old = keys.values.get(key)
         touched = ts_ms if old is None else max(old[1], ts_ms)
         keys.values[key] = (value, touched)
-        if old is None or touched > old[1]:
+        if old is None:  # a key touched again keeps its entry: `expire` moves it on
             heapq.heappush(keys.expiry, (touched + self.ttl_ms, key))
         keys.updated.add(key)
         keys.deleted.discard(key)
@@ -80,9 +82,13 @@ class TtlState(PartitionCache[_PartitionKeys]):
         while watermark_ms is not None and keys.expiry and keys.expiry[0][0] <= watermark_ms:
             due, key = heapq.heappop(keys.expiry)
             entry = keys.values.get(key)
-            if entry is not None and entry[1] + self.ttl_ms == due:  # not touched since
-                self.delete(partition, key)
-                expired.append(key)
+            if entry is None:
+                continue  # deleted meanwhile
+            if entry[1] + self.ttl_ms > due:  # touched since: due later
+                heapq.heappush(keys.expiry, (entry[1] + self.ttl_ms, key))
+                continue
+            self.delete(partition, key)
+            expired.append(key)
         return expired
 
     def flush(self, partition: int, meta: Optional[Dict[str, Any]] = None) -> None:

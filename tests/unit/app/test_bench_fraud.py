@@ -33,9 +33,18 @@ def test_alert_latencies_per_alert_once_by_type():
     inputs = {0: [tx("a", 1_000, 10), tx("b", 1_200, 12), tx("c", 7_000, 50)]}
     alerts = [alert("LARGE_AMOUNT", "b", 15, 18), alert("HIGH_FREQUENCY", "a", 70, 75),
               alert("HIGH_FREQUENCY", "a", 90, 95)]  # a duplicate counts once
-    to_alert, to_visible, own, by_type = alert_latencies(inputs, alerts, delay_ms=5_000)
+    to_alert, steady, to_visible, own, by_type = alert_latencies(inputs, alerts, delay_ms=5_000)
     assert to_alert == [3, 20] and to_visible == [6, 25] and own == [3, 60]
+    assert steady == to_alert  # no warm-up left out
     assert by_type == {"LARGE_AMOUNT": [3], "HIGH_FREQUENCY": [20]}
+
+
+def test_the_steady_state_figures_leave_out_alerts_caused_in_the_warm_up():
+    # the run's first input appended at 10; causes at 12 (b) and 50 (c, for a's alert)
+    inputs = {0: [tx("a", 1_000, 10), tx("b", 1_200, 12), tx("c", 7_000, 50)]}
+    alerts = [alert("LARGE_AMOUNT", "b", 15, 18), alert("HIGH_FREQUENCY", "a", 70, 75)]
+    to_alert, steady, *_ = alert_latencies(inputs, alerts, delay_ms=5_000, warmup_ms=40)
+    assert to_alert == [3, 20] and steady == [20]  # 12 < 10 + 40 <= 50
 
 
 def test_alerts_equal_the_oracles_but_for_fields_it_does_not_give_and_float_noise():

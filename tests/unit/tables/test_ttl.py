@@ -60,3 +60,21 @@ def test_stored_entries_carry_value_and_touched_time_and_load_through_load_value
     restarted = TtlState(1_000, store, load_value=lambda v: ("loaded", v))
     assert restarted.get(0, "a") == ("loaded", (1, 2))
     assert restarted.expire(0, 1_099) == [] and restarted.expire(0, 1_100) == ["a"]
+
+
+def test_a_key_written_many_times_holds_one_expiry_entry_and_expires_from_its_last_touch():
+    state = TtlState(1_000, InMemoryStore())
+    for ts in range(0, 100_000, 10):  # 10,000 writes of one key
+        state.put(0, "k", ts, ts_ms=ts)
+    assert len(state._keys(0).expiry) == 1
+    assert state.expire(0, 100_989) == [] and state.get(0, "k") == 99_990
+    assert state.expire(0, 100_990) == ["k"]
+
+
+def test_a_deleted_key_written_again_expires_once_from_its_new_touch():
+    state = TtlState(1_000, InMemoryStore())
+    state.put(0, "k", 1, ts_ms=0)
+    state.delete(0, "k")
+    state.put(0, "k", 2, ts_ms=500)
+    assert state.expire(0, 1_000) == [] and state.get(0, "k") == 2
+    assert state.expire(0, 1_500) == ["k"] and state.expire(0, 5_000) == []
