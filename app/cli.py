@@ -230,10 +230,12 @@ def main() -> None:
     """Console entry point; bad settings stop here with the setting's name."""
     try:
         from app.faust_app import app, settings
+        from app import log_throttle
         from app.gc_tuning import tune
 
         _register_commands(app, settings)
         tune()
+        log_throttle.install()
         app.main()
     except WeirError as exc:
         print(f"weir: error: {exc}", file=sys.stderr)
