@@ -135,15 +135,20 @@ def offsets_of(producer: FakeProducer):
             for offsets in producer.offsets]
 
 
+async def consume_batches(sink: Sink, *next_offsets: int) -> None:
+    """One batch per offset, each consuming orders[3] up to it, 2 ms apart."""
+    for next_offset in next_offsets:
+        async with sink.batch(TP("orders", 3)) as out:
+            out.consumed(TP("orders", 3), next_offset)
+            await asyncio.sleep(0.002)
+
+
 async def test_offsets_go_with_a_transaction_at_most_once_per_their_interval(
         open_transactions):
     open_transactions.configure(1, 60_000)  # every batch commits; offsets once a minute
     producer = FakeProducer()
     sink = Sink(fake_app(producer), "unit")
-    for next_offset in (10, 20, 30):
-        async with sink.batch(TP("orders", 3)) as out:
-            out.consumed(TP("orders", 3), next_offset)
-            await asyncio.sleep(0.002)
+    await consume_batches(sink, 10, 20, 30)
     assert producer.commits == 3
     assert offsets_of(producer) == [{("orders", 3): 10}]  # the first; then not yet due
     assert open_transactions.pending and not open_transactions.open
@@ -160,10 +165,7 @@ async def test_unsent_offsets_commit_alone_once_their_interval_passed_on_a_quiet
     open_transactions.configure(1, 20)
     producer = FakeProducer()
     sink = Sink(fake_app(producer), "unit")
-    for next_offset in (5, 6):
-        async with sink.batch(TP("orders", 3)) as out:
-            out.consumed(TP("orders", 3), next_offset)
-            await asyncio.sleep(0.002)
+    await consume_batches(sink, 5, 6)
     assert offsets_of(producer) == [{("orders", 3): 5}]
     await asyncio.sleep(0.03)
     await open_transactions.commit_due(sink.app.producer._trn_locks, "app")
@@ -175,10 +177,7 @@ async def test_closing_before_a_rebalance_sends_the_unsent_offsets(open_transact
     open_transactions.configure(1, 60_000)
     producer = FakeProducer()
     sink = Sink(fake_app(producer), "unit")
-    for next_offset in (5, 9):
-        async with sink.batch(TP("orders", 3)) as out:
-            out.consumed(TP("orders", 3), next_offset)
-            await asyncio.sleep(0.002)
+    await consume_batches(sink, 5, 9)
     await open_transactions.close("app-0-3", "app")
     assert offsets_of(producer) == [{("orders", 3): 5}, {("orders", 3): 9}]
     assert not open_transactions.pending
@@ -189,10 +188,7 @@ async def test_an_aborted_transaction_keeps_the_offsets_committed_before_it_and_
     open_transactions.configure(1, 60_000)
     producer = FakeProducer()
     sink = Sink(fake_app(producer), "unit")
-    for next_offset in (5, 9):
-        async with sink.batch(TP("orders", 3)) as out:
-            out.consumed(TP("orders", 3), next_offset)
-            await asyncio.sleep(0.002)
+    await consume_batches(sink, 5, 9)
     with pytest.raises(ValueError):
         async with sink.batch(TP("orders", 3)) as out:
             out.consumed(TP("orders", 3), 12)
