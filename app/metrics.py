@@ -54,8 +54,9 @@ DEAD_LETTERS = Counter(
 FRAUD_ALERTS = Counter(
     "weir_fraud_alerts", "Fraud alerts emitted, by alert type.", ["type"], registry=REGISTRY)
 TRANSACTION_COMMITS = Counter(
-    "weir_transaction_commits", "Kafka transactions committed by the sinks (one per batch "
-    "or timer tick of a source partition).", ["pipeline"], registry=REGISTRY)
+    "weir_transaction_commits", "Kafka transactions committed by the sinks (a source "
+    "partition's batches of a commit interval; pipeline 'offsets': consumed offsets alone).",
+    ["pipeline"], registry=REGISTRY)
 TRANSACTION_ABORTS = Counter(
     "weir_transaction_aborts", "Kafka transactions aborted by the sinks (the batch failed "
     "or was cancelled).", ["pipeline"], registry=REGISTRY)
