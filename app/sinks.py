@@ -101,9 +101,10 @@ class Sender:
         offset once), counted in ``weir_events_consumed_total`` once it commits.
         """
         tp = TopicPartition(source.topic, source.partition)
-        self.offsets[tp] = next_offset
-        if self._txn is not None:
+        if self._txn is not None:  # they go with the transaction (`app.transactions`)
             self._txn.consumed(tp, next_offset)
+        else:  # committable once `_flush` has delivered the batch
+            self.offsets[tp] = next_offset
         if events:
             self.events_processed += events
             self.after_commit(metrics.EVENTS_CONSUMED.labels(
