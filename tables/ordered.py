@@ -25,9 +25,9 @@ of wall-clock time lets its highest event time grow with the wall clock from
 then on (as the window engine does), so the last buffered events are released.
 
 State per partition: the clock (watermark, next source offset) as the meta,
-and per key its buffered events ``[ts, tie, value]`` (in memory plain tuples,
-which the garbage collector stops tracking); a key whose buffer empties is
-deleted (a tombstone). Only keys whose buffer changed are written,
+and per key its buffered events ``[ts, tie, value]`` (in memory tuples: one
+object fewer than a list each; the collector still tracks them, as their value
+is a dict); a key whose buffer empties is deleted (a tombstone). Only keys whose buffer changed are written,
 and a key buffered and released within one batch not at all.
 """
 

@@ -28,7 +28,8 @@ from tables.state import Entries, Meta, PartitionCache, PartitionStore
 class _PartitionKeys:
     values: Dict[str, Tuple[Any, int]]  # key -> (value, touched event time)
     # heap of (due, key): one entry per key, whatever its writes (one per write held every
-    # update of a day's TTL: at 5,000 a second, 432 million entries); due <= touched + ttl
+    # update of a day's TTL: at 5,000 a second, 432 million entries); due <= touched + ttl.
+    # A key deleted and written again holds two until the older one comes due.
     expiry: List[Tuple[int, str]] = field(default_factory=list)
     updated: Set[str] = field(default_factory=set)
     deleted: Set[str] = field(default_factory=set)
