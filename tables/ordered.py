@@ -18,7 +18,8 @@ event (an id), so the releases do not depend on arrival order::
 An event that is not late has ``ts >= watermark``, so it is after every event
 already released: per key, the releases are exactly the non-late events in
 ``(ts, tie)`` order. Releasing once per batch (at its end) gives the same
-releases as releasing after every event.
+releases as releasing after every event; the batch's own events that its final
+watermark passes never enter the buffers (nor the heap, nor the store).
 
 With idle advance, a partition that received nothing for ``idle_timeout_ms``
 of wall-clock time lets its highest event time grow with the wall clock from
@@ -46,6 +47,7 @@ from tables.state import (Entries, Meta, PartitionCache, PartitionClock, Partiti
 from tables.watermark import BoundedOutOfOrderness
 
 _TS_TIE = itemgetter(0, 1)  # a buffered event's (ts, tie, value) -> (ts, tie)
+_RELEASE_ORDER = itemgetter(1, 2, 0)  # a `Released`'s (ts, tie, key)
 
 
 class Released(NamedTuple):
@@ -107,37 +109,62 @@ class OrderedRelease(PartitionCache[_PartitionBuffers]):
     def process(self, partition: int, items: Sequence[Item[S]], next_offset: Optional[int] = None,
                 now_ms: Optional[int] = None) -> ReleaseResult:
         """Buffer a batch of one partition's keyed events (in offset order), release what
-        the watermark passed. ``now_ms`` (wall clock) is what idle advance counts from."""
+        the watermark passed. ``now_ms`` (wall clock) is what idle advance counts from.
+
+        The batch's events that its own final watermark passes are released without
+        entering the buffers (at full speed most of a batch: its event-time span is
+        larger than the out-of-orderness), sorted with the earlier batches' releases."""
         state = self._state(partition)
         clock = state.clock
         wm = clock.watermark
+        delay = wm.max_out_of_orderness_ms
+        max_ts = wm.max_event_ms
+        tie_of = self.tie
         result = ReleaseResult()
-        changed: Set[str] = set()
-        offset_before = clock.next_offset
+        late = result.late
+        arrived: List[Released] = []  # not late, in arrival order
+        offset_before = next_expected = clock.next_offset
         for item in items:
-            if item.key is None:
-                raise WeirError(f"ordered events need a key; offset {item.offset} has none")
-            if clock.is_replay(item.offset):
+            key, offset, ts = item.key, item.offset, item.ts_ms
+            if key is None:
+                raise WeirError(f"ordered events need a key; offset {offset} has none")
+            if offset < next_expected:  # an earlier run processed it (`PartitionClock`)
                 result.skipped += 1
                 continue
-            clock.next_offset = item.offset + 1
-            watermark = wm.watermark_ms
-            if watermark is not None and item.ts_ms < watermark:
-                result.late.append(LateItem(item, item.ts_ms, item.ts_ms + 1, watermark))
+            next_expected = offset + 1
+            if max_ts is not None and ts < max_ts - delay:
+                late.append(LateItem(item, ts, ts + 1, max_ts - delay))
                 continue
-            tie = self.tie(item.value)
-            state.buffers.setdefault(item.key, []).append((item.ts_ms, tie, item.value))
-            heapq.heappush(state.heap, (item.ts_ms, tie, item.key))
-            changed.add(item.key)
-            wm.observe(item.ts_ms)
+            value = item.value
+            arrived.append(Released(key, ts, tie_of(value), value))
+            if max_ts is None or ts > max_ts:
+                max_ts = ts
+        clock.next_offset = next_expected
+        wm.max_event_ms = max_ts
         if items and now_ms is not None:
             state.last_event_wall_ms = now_ms
-            state.max_event_at_last_event = wm.max_event_ms
+            state.max_event_at_last_event = max_ts
         clock.advance_to(next_offset)
-        self._release(state, result, changed)
+        changed: Set[str] = set()
+        self._release(state, result, changed)  # the earlier batches' events, in order
+        watermark = wm.watermark_ms
+        if arrived:
+            fresh = []
+            buffers, heap = state.buffers, state.heap
+            for event in arrived:
+                if watermark is not None and event.ts_ms < watermark:
+                    fresh.append(event)
+                    continue
+                key, ts, tie, value = event
+                buffers.setdefault(key, []).append((ts, tie, value))
+                heapq.heappush(heap, (ts, tie, key))
+                changed.add(key)
+            if fresh:  # stable: earlier batches' events first among equals, then arrival order
+                result.released += fresh
+                result.released.sort(key=_RELEASE_ORDER)
         if clock.next_offset != offset_before or changed:
             self._save(partition, state, changed)
-        result.watermark_ms = wm.watermark_ms
+        result.watermark_ms = watermark
         return result
 
     def advance_idle(self, partition: int, now_ms: int, idle_timeout_ms: int) -> ReleaseResult:
