@@ -1,3 +1,5 @@
+import random
+
 import pytest
 
 from tables.engine import Item
@@ -53,6 +55,39 @@ def test_releases_do_not_depend_on_arrival_order_or_batching():
         piecewise += released(other.process(0, [item(o, ts, k, tie=f"t{events.index((_, ts, k))}")]))
     assert whole == piecewise
     assert [ts for _, ts, _ in whole] == [1_000, 2_000, 2_000, 3_000, 7_000]
+
+
+def expected_by_batch(events, delay, cuts):
+    """Oracle: event by event, late if behind the watermark of the events before it; at the
+    end of each batch, every kept event the watermark passed, in (ts, tie, key) order."""
+    max_ts, waiting, out = None, [], []
+    for lo, hi in zip([0] + cuts, cuts + [len(events)]):
+        for offset, ts, key, tie in events[lo:hi]:
+            if max_ts is not None and ts < max_ts - delay:
+                continue  # late
+            waiting.append((ts, tie, key, offset))
+            max_ts = ts if max_ts is None else max(max_ts, ts)
+        due = sorted(e for e in waiting if max_ts is not None and e[0] < max_ts - delay)
+        waiting = [e for e in waiting if e not in due]
+        out.append([(key, ts, tie) for ts, tie, key, _ in due])
+    return out
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_releases_match_an_oracle_for_random_batches_and_restarts(seed):
+    rnd = random.Random(seed)
+    delay = rnd.choice([0, 3, 10])
+    events = [(o, rnd.randrange(60), rnd.choice("abc"), f"t{rnd.randrange(1000):03d}")
+              for o in range(rnd.randrange(1, 50))]
+    cuts = sorted(rnd.sample(range(1, len(events)), min(len(events) - 1, rnd.randrange(6))))
+    store = InMemoryStore()
+    buf, got = engine(store, delay), []
+    for lo, hi in zip([0] + cuts, cuts + [len(events)]):
+        if rnd.random() < 0.3:
+            buf = engine(store, delay)  # a restart: everything from the store
+        batch = [item(o, ts, key, tie) for o, ts, key, tie in events[lo:hi]]
+        got.append(released(buf.process(0, batch, next_offset=hi)))
+    assert got == expected_by_batch(events, delay, cuts)
 
 
 def test_restart_resumes_buffers_clock_and_offset_from_the_store():
