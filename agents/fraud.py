@@ -44,7 +44,7 @@ from app import direct_batches
 from app.clock import wall_clock_ms
 from app.faust_app import app, partition_log, settings
 from app.metrics import count_fraud_alert
-from app.models import BadEvent, FraudAlert, decode_transaction
+from app.models import BadEvent, FraudAlert, Transaction, decode_transaction
 from app.partition_log import PartitionLocks, StallWatch
 from app.sinks import Sender, Sink, future_timestamp, send_dead_letter, send_late_event
 from app.topics import register_repartition_topic, register_table
@@ -124,9 +124,13 @@ async def _forward_transactions(partition: int, events: Sequence[EventT]) -> Non
         for event in events:
             if clock.is_replay(event.message.offset):
                 continue
-            tx = await decode_or_dead_letter(out, event, horizon_ms)
-            if tx is not None:  # partitioned by the key, as the default partitioner does
-                await out.send(RULES_SOURCE, tx.user_id.encode(), event.value)
+            try:
+                tx = decode_in_time(event.value, horizon_ms)
+            except BadEvent as exc:
+                await dead_letter(out, exc, event)
+                continue
+            # partitioned by the key, as the default partitioner does
+            await out.send(RULES_SOURCE, tx.user_id.encode(), event.value)
         clock.advance_to(events[-1].message.offset + 1)
         forwarded_store.bind(anchor)
         forwarded.save(partition)
@@ -134,19 +138,18 @@ async def _forward_transactions(partition: int, events: Sequence[EventT]) -> Non
         out.consumed(anchor.message.tp, events[-1].message.offset + 1, events=len(events))
 
 
-async def decode_or_dead_letter(out: Sender, event: EventT, horizon_ms: int):
-    """The decoded transaction, or None once a dead letter says why not."""
-    try:
-        tx = decode_transaction(event.value, limits)
-    except BadEvent as exc:
-        await send_dead_letter(out, settings.dead_letters_topic, PIPELINE, exc, event,
-                               settings.max_event_bytes)
-        return None
-    if tx.timestamp > horizon_ms:  # must not drag the watermark forward
-        await send_dead_letter(out, settings.dead_letters_topic, PIPELINE, future_timestamp(
-            tx.timestamp, settings.max_future_skew_ms), event, settings.max_event_bytes)
-        return None
+def decode_in_time(raw: bytes, horizon_ms: int) -> Transaction:
+    """The decoded transaction; `BadEvent` if malformed or too far in the future (it must
+    not drag the watermark forward)."""
+    tx = decode_transaction(raw, limits)
+    if tx.timestamp > horizon_ms:
+        raise future_timestamp(tx.timestamp, settings.max_future_skew_ms)
     return tx
+
+
+async def dead_letter(out: Sender, exc: BadEvent, event: EventT) -> None:
+    await send_dead_letter(out, settings.dead_letters_topic, PIPELINE, exc, event,
+                           settings.max_event_bytes)
 
 
 @app.agent(rules_topic)
@@ -174,18 +177,22 @@ async def _process_transactions(partition: int, events: Sequence[EventT]) -> Non
         # decode and dedup; bad input -> dead letters; LARGE_AMOUNT on arrival
         items: List[Item[EventT]] = []
         horizon_ms = wall_clock_ms() + settings.max_future_skew_ms
+        first_new = clock.next_offset  # before it: an earlier run folded it in already
         for event in events:
-            if clock.is_replay(event.message.offset):
+            message = event.message
+            if message.offset < first_new:
                 continue
-            tx = await decode_or_dead_letter(out, event, horizon_ms)
-            if tx is None:
+            try:
+                tx = decode_in_time(event.value, horizon_ms)
+            except BadEvent as exc:
+                await dead_letter(out, exc, event)
                 continue
-            if event.message.key != tx.user_id.encode():
+            if message.key != tx.user_id.encode():
                 if not counters["keyed_not_by_user"]:
                     log.warning("fraud: %s[%d]@%d is keyed %r, not by its userId %r: the rules "
                                 "see each partition's users apart (set WEIR_FRAUD_REPARTITION=true "
-                                "for such producers)", event.message.topic, partition,
-                                event.message.offset, event.message.key, tx.user_id)
+                                "for such producers)", message.topic, partition,
+                                message.offset, message.key, tx.user_id)
                 counters["keyed_not_by_user"] += 1
             if not seen_ids.first_delivery(partition, tx.transaction_id, tx.timestamp):
                 counters["duplicates"] += 1
@@ -195,7 +202,7 @@ async def _process_transactions(partition: int, events: Sequence[EventT]) -> Non
             large = rules.large_amount_alert(value)
             if large:
                 await send_alert(out, large)
-            items.append(Item(event.message.offset, tx.timestamp, value, event, key=tx.user_id))
+            items.append(Item(message.offset, tx.timestamp, value, event, tx.user_id))
         # rules: late ones aside, the others in event-time order once the watermark passes them
         for store in STORES:
             store.bind(anchor)
@@ -214,9 +221,10 @@ async def evaluate_and_publish(out: Sender, partition: int, result: ReleaseResul
     by_user: Dict[str, List[dict]] = defaultdict(list)
     for r in result.released:
         by_user[r.key].append(r.value)
+    states = users.view(partition)
     for user, txs in by_user.items():
-        state, alerts = rules.evaluate(users.get(partition, user), txs)
-        users.put(partition, user, state, txs[-1]["ts"])
+        state, alerts = rules.evaluate(states.get(user), txs)
+        states.put(user, state, txs[-1]["ts"])
         for alert in alerts:
             await send_alert(out, alert)
     counters["evaluated"] += len(result.released)

@@ -103,36 +103,30 @@ class FraudRules:
         else:
             recent, prev, hf_alert_ts = list(state[RECENT]), state[PREV], state[HF_ALERT_TS]
         alerts: List[Alert] = []
-        added = 0  # txs[:added] are in recent
-        for i, tx in enumerate(txs):
+        window_ms, most = self.frequency_window_ms, self.frequency_max
+        keep = most + 1  # enough to tell count > most
+        count, added = len(txs), 0  # txs[:added] are in recent
+        for tx in txs:
             ts = tx["ts"]
-            while added < len(txs) and txs[added]["ts"] == ts:  # ties count for T too
+            while added < count and txs[added]["ts"] == ts:  # ties count for T too
                 recent.append(ts)
                 added += 1
-            added = max(added, i + 1)
-            recent = self._trim(recent, ts)
-            if len(recent) > self.frequency_max and (
-                    hf_alert_ts is None or ts >= hf_alert_ts + self.frequency_window_ms):
+            # keep the times in (ts - window, ts], the newest `keep` of them (ascending: the
+            # transactions come in (ts, id) order)
+            if recent[0] <= ts - window_ms or len(recent) > keep:
+                recent = recent[max(bisect_right(recent, ts - window_ms), len(recent) - keep):]
+            if len(recent) > most and (hf_alert_ts is None or ts >= hf_alert_ts + window_ms):
                 hf_alert_ts = ts  # then none while ts < this one's + window: once per burst
                 alerts.append(_alert("HIGH_FREQUENCY", tx, count=len(recent),
-                                     windowMs=self.frequency_window_ms))
-            alert = self._travel(prev, tx)
-            if alert:
-                alerts.append(alert)
+                                     windowMs=window_ms))
+            if prev is not None:
+                alert = self._travel(prev, tx)
+                if alert:
+                    alerts.append(alert)
             prev = (tx["id"], tx["location"], ts, tx["lat"], tx["lon"])
         return (tuple(recent), prev, hf_alert_ts), alerts
 
-    def _trim(self, recent: List[int], ts: int) -> List[int]:
-        """The times in ``(ts - window, ts]``, the newest ``max + 1`` of them."""
-        # ascending: the transactions come in (ts, id) order
-        first = bisect_right(recent, ts - self.frequency_window_ms)
-        if first or len(recent) > self.frequency_max + 1:
-            return recent[max(first, len(recent) - self.frequency_max - 1):]
-        return recent
-
-    def _travel(self, prev: Optional[Previous], tx: Tx) -> Optional[Alert]:
-        if prev is None:
-            return None
+    def _travel(self, prev: Previous, tx: Tx) -> Optional[Alert]:
         _, location, ts, lat, lon = prev
         apart_ms = tx["ts"] - ts
         if lat is not None and tx["lat"] is not None:  # lat and lon come together

@@ -25,7 +25,11 @@ from tables.state import Entries, Meta, PartitionCache, PartitionStore
 
 
 @dataclass
-class _PartitionKeys:
+class TtlPartition:
+    """One source partition's keys of a `TtlState` (`TtlState.view`): get and put without
+    looking the partition up each time."""
+
+    ttl_ms: int
     values: Dict[str, Tuple[Any, int]]  # key -> (value, touched event time)
     # heap of (due, key): one entry per key, whatever its writes (one per write held every
     # update of a day's TTL: at 5,000 a second, 432 million entries); due <= touched + ttl.
@@ -34,8 +38,23 @@ class _PartitionKeys:
     updated: Set[str] = field(default_factory=set)
     deleted: Set[str] = field(default_factory=set)
 
+    def get(self, key: str) -> Optional[Any]:
+        entry = self.values.get(key)
+        return None if entry is None else entry[0]
 
-class TtlState(PartitionCache[_PartitionKeys]):
+    def put(self, key: str, value: Any, ts_ms: int) -> None:
+        """Set ``key``; its time-to-live counts from the highest event time that set it."""
+        old = self.values.get(key)
+        if old is None:  # a key touched again keeps its heap entry: `expire` moves it on
+            self.values[key] = (value, ts_ms)
+            heapq.heappush(self.expiry, (ts_ms + self.ttl_ms, key))
+        else:
+            self.values[key] = (value, ts_ms if ts_ms > old[1] else old[1])
+        self.updated.add(key)
+        self.deleted.discard(key)
+
+
+class TtlState(PartitionCache[TtlPartition]):
     """Keyed values per source partition with an event-time time-to-live."""
 
     def __init__(self, ttl_ms: int, store: PartitionStore, setting: str = "ttl_ms",
@@ -46,29 +65,26 @@ class TtlState(PartitionCache[_PartitionKeys]):
         self.ttl_ms = ttl_ms
         self.load_value = load_value
 
-    def _load(self, partition: int, meta: Meta, entries: Entries) -> _PartitionKeys:
-        keys = _PartitionKeys({k: (self.load_value(e["v"]), e["t"]) for k, e in entries.items()})
+    def _load(self, partition: int, meta: Meta, entries: Entries) -> TtlPartition:
+        keys = TtlPartition(self.ttl_ms,
+                            {k: (self.load_value(e["v"]), e["t"]) for k, e in entries.items()})
         keys.expiry = [(e["t"] + self.ttl_ms, k) for k, e in entries.items()]
         heapq.heapify(keys.expiry)
         return keys
 
-    def _keys(self, partition: int) -> _PartitionKeys:
+    def _keys(self, partition: int) -> TtlPartition:
+        return self._state(partition)
+
+    def view(self, partition: int) -> TtlPartition:
+        """The partition's keys, for many gets and puts in a row."""
         return self._state(partition)
 
     def get(self, partition: int, key: str) -> Optional[Any]:
-        entry = self._keys(partition).values.get(key)
-        return None if entry is None else entry[0]
+        return self._state(partition).get(key)
 
     def put(self, partition: int, key: str, value: Any, ts_ms: int) -> None:
         """Set ``key``; its time-to-live counts from the highest event time that set it."""
-        keys = self._keys(partition)
-        old = keys.values.get(key)
-        touched = ts_ms if old is None else max(old[1], ts_ms)
-        keys.values[key] = (value, touched)
-        if old is None:  # a key touched again keeps its entry: `expire` moves it on
-            heapq.heappush(keys.expiry, (touched + self.ttl_ms, key))
-        keys.updated.add(key)
-        keys.deleted.discard(key)
+        self._state(partition).put(key, value, ts_ms)
 
     def delete(self, partition: int, key: str) -> None:
         keys = self._keys(partition)
