@@ -26,6 +26,11 @@ from app.settings import Settings
 log = logging.getLogger(__name__)
 
 RECHECK_S = 10.0
+#: the broker answers the reader's fetch once it has this much or this long has passed: the
+#: reader wakes about twice a second, not at every commit of the pipelines (its fetches and
+#: their parsing share the worker's event loop with the batches)
+FETCH_MIN_BYTES = 1024 * 1024
+FETCH_MAX_WAIT_MS = 500
 
 
 def output_topics(settings: Settings) -> Dict[str, str]:
@@ -87,7 +92,9 @@ class OutputReader:
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.servers, group_id=None, enable_auto_commit=False,
-            isolation_level="read_committed", auto_offset_reset="latest", **self.client_options)
+            isolation_level="read_committed", auto_offset_reset="latest",
+            fetch_min_bytes=FETCH_MIN_BYTES, fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+            **self.client_options)
         await self._consumer.start()
 
     async def stop(self) -> None:
