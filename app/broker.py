@@ -11,7 +11,7 @@ Layout of a broker home directory::
     <home>/broker.pid           pid of the running broker
     <home>/maven.log            output of the last jar fetch
     <home>/data/kraft/          log.dirs (topics, metadata log)
-    <home>/data/logs/           server.log (log4j2) and stdout.log (JVM)
+    <home>/data/logs/           server.log (log4j2), stdout.log and gc.log (JVM)
 
 Standard library only, so it can run before anything else is installed.
 """
@@ -43,9 +43,9 @@ POM = REPO_ROOT / "kafka" / "pom.xml"
 LOG4J_CONFIG = REPO_ROOT / "kafka" / "log4j2.yaml"
 HOST = "127.0.0.1"
 MIN_JAVA = 17
-# Kafka's own start scripts: a 1 GB heap, G1 aiming at 20 ms pauses. With 512 MB and G1's
+# As Kafka's own start scripts: a 1 GB heap, G1 aiming at 20 ms pauses. With 512 MB and G1's
 # default 200 ms aim, the bench's broker ran concurrent cycles back to back and paused 10 to
-# 20 ms every second or two (its gc.log), which the workers' latencies showed.
+# 20 ms every second or two (its gc.log); now about every 3 s.
 HEAP_OPTS = ["-Xms1g", "-Xmx1g"]
 GC_OPTS = ["-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:InitiatingHeapOccupancyPercent=35",
            "-XX:+ExplicitGCInvokesConcurrent"]
