@@ -144,8 +144,9 @@ class FraudRules:
 
 def _travel_alert(prev: Previous, tx: Tx, apart_ms: int, km: Optional[float],
                   speed: Optional[float]) -> Alert:
-    return _alert("IMPOSSIBLE_TRAVEL", tx, fromLocation=prev[1],
-                  toLocation=tx["location"], previousTransactionId=prev[0],
+    previous_id, previous_location = prev[0], prev[1]  # of (id, location, ts, lat, lon)
+    return _alert("IMPOSSIBLE_TRAVEL", tx, fromLocation=previous_location,
+                  toLocation=tx["location"], previousTransactionId=previous_id,
                   timeApartMs=apart_ms, distanceKm=km, speedKmh=speed)
 
 
