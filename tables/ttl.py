@@ -72,9 +72,6 @@ class TtlState(PartitionCache[TtlPartition]):
         heapq.heapify(keys.expiry)
         return keys
 
-    def _keys(self, partition: int) -> TtlPartition:
-        return self._state(partition)
-
     def view(self, partition: int) -> TtlPartition:
         """The partition's keys, for many gets and puts in a row."""
         return self._state(partition)
@@ -87,14 +84,14 @@ class TtlState(PartitionCache[TtlPartition]):
         self._state(partition).put(key, value, ts_ms)
 
     def delete(self, partition: int, key: str) -> None:
-        keys = self._keys(partition)
+        keys = self.view(partition)
         if keys.values.pop(key, None) is not None:
             keys.deleted.add(key)
             keys.updated.discard(key)
 
     def expire(self, partition: int, watermark_ms: Optional[int]) -> List[str]:
         """Drop every key whose time-to-live the watermark has passed; return them."""
-        keys = self._keys(partition)
+        keys = self.view(partition)
         expired = []
         while watermark_ms is not None and keys.expiry and keys.expiry[0][0] <= watermark_ms:
             due, key = heapq.heappop(keys.expiry)
@@ -110,7 +107,7 @@ class TtlState(PartitionCache[TtlPartition]):
 
     def flush(self, partition: int, meta: Optional[Dict[str, Any]] = None) -> None:
         """Persist the keys this partition changed since the last flush."""
-        keys = self._keys(partition)
+        keys = self.view(partition)
         if not keys.updated and not keys.deleted:
             return
         values = keys.values

@@ -66,7 +66,7 @@ def test_a_key_written_many_times_holds_one_expiry_entry_and_expires_from_its_la
     state = TtlState(1_000, InMemoryStore())
     for ts in range(0, 100_000, 10):  # 10,000 writes of one key
         state.put(0, "k", ts, ts_ms=ts)
-    assert len(state._keys(0).expiry) == 1
+    assert len(state.view(0).expiry) == 1
     assert state.expire(0, 100_989) == [] and state.get(0, "k") == 99_990
     assert state.expire(0, 100_990) == ["k"]
 
