@@ -67,10 +67,11 @@ def metric_value(exposition: str, name: str, labels: str) -> Optional[float]:
     return None
 
 
-def user_state(i: int, ts_ms: int) -> dict:
-    """What `agents.fraud_rules` keeps per user, under `tables.ttl.TtlState`'s envelope."""
+def user_state(i: int, ts_ms: int) -> list:
+    """What `agents.fraud_rules` keeps per user, under `tables.ttl.TtlState`'s envelope
+    ``[value, touched]``."""
     prev = [f"r{i}-user-{i:07d}", "Oslo", ts_ms, 59.9139, 10.7522]  # id, location, ts, lat, lon
-    return {"v": [[ts_ms], prev, None], "t": ts_ms}  # recent, prev, hfAlertTs
+    return [[[ts_ms], prev, None], ts_ms]  # recent, prev, hfAlertTs
 
 
 async def fill_changelog(servers: str, topic: str, keys: int, partitions: int,

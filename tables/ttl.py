@@ -8,10 +8,12 @@ location or a set of seen ids stays bounded::
     ttl 60 s:  put(k, ts=10s) ... watermark 69.999s: kept ... watermark 70s: expired
 
 Writes are buffered per partition and persisted by `flush`, once per batch.
-In memory a key's entry is a plain tuple ``(value, touched)`` (stored as
-``{"v": value, "t": touched}``): with a value of plain tuples and scalars the
+In memory a key's entry is a plain tuple ``(value, touched)``, stored as it is
+(JSON ``[value, touched]``; entries written as ``{"v": value, "t": touched}``
+by earlier versions load too): with a value of plain tuples and scalars the
 garbage collector soon stops tracking it, so large state costs full collections
-little. ``load_value`` turns a stored (JSON) value back into that form.
+little, and a flush writes the entries without building anything per key.
+``load_value`` turns a stored (JSON) value back into that form.
 """
 
 from __future__ import annotations
@@ -66,9 +68,13 @@ class TtlState(PartitionCache[TtlPartition]):
         self.load_value = load_value
 
     def _load(self, partition: int, meta: Meta, entries: Entries) -> TtlPartition:
-        keys = TtlPartition(self.ttl_ms,
-                            {k: (self.load_value(e["v"]), e["t"]) for k, e in entries.items()})
-        keys.expiry = [(e["t"] + self.ttl_ms, k) for k, e in entries.items()]
+        load_value = self.load_value
+        values = {}
+        for k, e in entries.items():
+            value, touched = (e["v"], e["t"]) if isinstance(e, dict) else e
+            values[k] = (load_value(value), touched)
+        keys = TtlPartition(self.ttl_ms, values)
+        keys.expiry = [(touched + self.ttl_ms, k) for k, (_, touched) in values.items()]
         heapq.heapify(keys.expiry)
         return keys
 
@@ -111,7 +117,7 @@ class TtlState(PartitionCache[TtlPartition]):
         if not keys.updated and not keys.deleted:
             return
         values = keys.values
-        updated = {k: {"v": values[k][0], "t": values[k][1]} for k in keys.updated}
+        updated = {k: values[k] for k in keys.updated}  # (value, touched): JSON [value, touched]
         self.store.save(partition, meta or {}, updated, sorted(keys.deleted))
         keys.updated.clear()
         keys.deleted.clear()

@@ -56,10 +56,18 @@ def test_stored_entries_carry_value_and_touched_time_and_load_through_load_value
     state = TtlState(1_000, store)
     state.put(0, "a", (1, 2), ts_ms=100)
     state.flush(0)
-    assert store.entries[0]["a"] == {"v": (1, 2), "t": 100}
+    assert store.entries[0]["a"] == ((1, 2), 100)
     restarted = TtlState(1_000, store, load_value=lambda v: ("loaded", v))
     assert restarted.get(0, "a") == ("loaded", (1, 2))
     assert restarted.expire(0, 1_099) == [] and restarted.expire(0, 1_100) == ["a"]
+
+
+def test_entries_stored_by_earlier_versions_as_objects_load_too():
+    store = InMemoryStore()
+    store.entries[0] = {"a": {"v": [1, 2], "t": 100}, "b": [[3], 200]}
+    state = TtlState(1_000, store, load_value=tuple)
+    assert state.get(0, "a") == (1, 2) and state.get(0, "b") == (3,)
+    assert state.expire(0, 1_100) == ["a"] and state.expire(0, 1_200) == ["b"]
 
 
 def test_a_key_written_many_times_holds_one_expiry_entry_and_expires_from_its_last_touch():
