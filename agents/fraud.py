@@ -39,7 +39,9 @@ from typing import Dict, List, Sequence
 
 from faust.types import TP, EventT
 
-from agents.fraud_rules import Alert, FraudRules, load_user_state
+from operator import itemgetter
+
+from agents.fraud_rules import ID, TS, Alert, FraudRules, load_transaction, load_user_state
 from app import direct_batches
 from app.clock import wall_clock_ms
 from app.faust_app import app, partition_log, settings
@@ -87,7 +89,7 @@ dedup_store = FaustTableStore(app.Table("fraud-dedup", partitions=settings.input
 users_store = FaustTableStore(app.Table("fraud-users", partitions=settings.input_partitions))
 STORES = (pending_store, dedup_store, users_store)
 ordered = OrderedRelease(settings.fraud_max_out_of_orderness_ms, pending_store,
-                         tie=lambda tx: tx["id"])
+                         tie=itemgetter(ID), load_value=load_transaction)
 seen_ids = SeenIds(settings.fraud_dedup_ttl_ms, dedup_store, setting="WEIR_FRAUD_DEDUP_TTL_MS")
 users = TtlState(settings.fraud_state_ttl_ms, users_store, setting="WEIR_FRAUD_STATE_TTL_MS",
                  load_value=load_user_state)
@@ -95,6 +97,7 @@ rules = FraudRules(settings.fraud_large_amount, settings.fraud_frequency_window_
                    settings.fraud_frequency_max, settings.fraud_max_speed_kmh,
                    settings.fraud_travel_window_ms)
 counters: Dict[str, int] = defaultdict(int)
+_new = tuple.__new__  # an `Item` without its Python-level __new__ (one per transaction)
 
 
 if REPARTITION:
@@ -197,12 +200,12 @@ async def _process_transactions(partition: int, events: Sequence[EventT]) -> Non
             if not seen_ids.first_delivery(partition, tx.transaction_id, tx.timestamp):
                 counters["duplicates"] += 1
                 continue
-            value = {"id": tx.transaction_id, "user": tx.user_id, "amount": tx.amount,
-                     "location": tx.location, "ts": tx.timestamp, "lat": tx.lat, "lon": tx.lon}
+            value = (tx.transaction_id, tx.user_id, tx.amount, tx.location, tx.timestamp,
+                     tx.lat, tx.lon)  # the rules' transaction (`agents.fraud_rules.Tx`)
             large = rules.large_amount_alert(value)
             if large:
                 await send_alert(out, large)
-            items.append(Item(message.offset, tx.timestamp, value, event, tx.user_id))
+            items.append(_new(Item, (message.offset, tx.timestamp, value, event, tx.user_id)))
         # rules: late ones aside, the others in event-time order once the watermark passes them
         for store in STORES:
             store.bind(anchor)
@@ -224,7 +227,7 @@ async def evaluate_and_publish(out: Sender, partition: int, result: ReleaseResul
     states = users.view(partition)
     for user, txs in by_user.items():
         state, alerts = rules.evaluate(states.get(user), txs)
-        states.put(user, state, txs[-1]["ts"])
+        states.put(user, state, txs[-1][TS])
         for alert in alerts:
             await send_alert(out, alert)
     counters["evaluated"] += len(result.released)

@@ -1,7 +1,10 @@
 """The fraud rules as pure functions over one user's state (no Kafka, no Faust).
 
-A transaction here is a JSON-able dict ``{"id", "user", "amount", "location",
-"ts", "lat", "lon"}`` (``lat``/``lon`` both numbers or both None). The rules:
+A transaction here is a plain tuple ``(id, user, amount, location, ts, lat,
+lon)`` (fields `ID` to `LON`; ``lat``/``lon`` both numbers or both None): JSON-able
+(a list once stored, which reads the same), and, holding scalars only, soon left
+alone by the garbage collector (a dict per transaction was tracked for as long
+as its transaction waited). The rules:
 
 - ``LARGE_AMOUNT`` (`FraudRules.large_amount`): ``amount > large_amount``;
   checked on arrival for every transaction that is not a duplicate.
@@ -41,7 +44,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from tables.errors import ConfigError
 
 EARTH_RADIUS_KM = 6371.0088
-Tx = Dict[str, Any]
+Tx = Sequence[Any]  # (id, user, amount, location, ts, lat, lon): a tuple, or a list once stored
+ID, USER, AMOUNT, LOCATION, TS, LAT, LON = range(7)  # the fields of a Tx
 Previous = Tuple[str, str, int, Optional[float], Optional[float]]  # id, location, ts, lat, lon
 UserState = Tuple[Tuple[int, ...], Optional[Previous], Optional[int]]  # recent, prev, hfAlertTs
 RECENT, PREV, HF_ALERT_TS = 0, 1, 2  # the fields of a UserState
@@ -88,8 +92,8 @@ class FraudRules:
             raise ConfigError(f"large_amount must be a finite number >= 0, got {self.large_amount!r}")
 
     def large_amount_alert(self, tx: Tx) -> Optional[Alert]:
-        if tx["amount"] > self.large_amount:
-            return _alert("LARGE_AMOUNT", tx, amount=tx["amount"], threshold=self.large_amount)
+        if tx[AMOUNT] > self.large_amount:
+            return _alert("LARGE_AMOUNT", tx, amount=tx[AMOUNT], threshold=self.large_amount)
         return None
 
     def evaluate(self, state: Optional[Sequence[Any]],
@@ -107,8 +111,8 @@ class FraudRules:
         keep = most + 1  # enough to tell count > most
         count, added = len(txs), 0  # txs[:added] are in recent
         for tx in txs:
-            ts = tx["ts"]
-            while added < count and txs[added]["ts"] == ts:  # ties count for T too
+            ts = tx[TS]
+            while added < count and txs[added][TS] == ts:  # ties count for T too
                 recent.append(ts)
                 added += 1
             # keep the times in (ts - window, ts], the newest `keep` of them (ascending: the
@@ -123,21 +127,21 @@ class FraudRules:
                 alert = self._travel(prev, tx)
                 if alert:
                     alerts.append(alert)
-            prev = (tx["id"], tx["location"], ts, tx["lat"], tx["lon"])
+            prev = (tx[ID], tx[LOCATION], ts, tx[LAT], tx[LON])
         return (tuple(recent), prev, hf_alert_ts), alerts
 
     def _travel(self, prev: Previous, tx: Tx) -> Optional[Alert]:
         _, location, ts, lat, lon = prev
-        apart_ms = tx["ts"] - ts
-        if lat is not None and tx["lat"] is not None:  # lat and lon come together
-            km = haversine_km(lat, lon, tx["lat"], tx["lon"])
+        apart_ms = tx[TS] - ts
+        if lat is not None and tx[LAT] is not None:  # lat and lon come together
+            km = haversine_km(lat, lon, tx[LAT], tx[LON])
             if km == 0:
                 return None
             speed = math.inf if apart_ms == 0 else km / (apart_ms / 3_600_000)
             if speed <= self.max_speed_kmh:
                 return None
             return _travel_alert(prev, tx, apart_ms, km, None if math.isinf(speed) else speed)
-        if location != tx["location"] and apart_ms < self.travel_window_ms:
+        if location != tx[LOCATION] and apart_ms < self.travel_window_ms:
             return _travel_alert(prev, tx, apart_ms, None, None)
         return None
 
@@ -146,10 +150,19 @@ def _travel_alert(prev: Previous, tx: Tx, apart_ms: int, km: Optional[float],
                   speed: Optional[float]) -> Alert:
     previous_id, previous_location = prev[0], prev[1]  # of (id, location, ts, lat, lon)
     return _alert("IMPOSSIBLE_TRAVEL", tx, fromLocation=previous_location,
-                  toLocation=tx["location"], previousTransactionId=previous_id,
+                  toLocation=tx[LOCATION], previousTransactionId=previous_id,
                   timeApartMs=apart_ms, distanceKm=km, speedKmh=speed)
 
 
 def _alert(kind: str, tx: Tx, **details: Any) -> Alert:
-    return {"alertId": f"{kind}:{tx['id']}", "type": kind, "userId": tx["user"],
-            "transactionId": tx["id"], "timestamp": tx["ts"], **details}
+    return {"alertId": f"{kind}:{tx[ID]}", "type": kind, "userId": tx[USER],
+            "transactionId": tx[ID], "timestamp": tx[TS], **details}
+
+
+def load_transaction(stored: Any) -> Tx:
+    """A buffered transaction as stored (JSON: a list; the dict of earlier versions is read
+    too) -> the tuple the rules take."""
+    if isinstance(stored, dict):
+        return (stored["id"], stored["user"], stored["amount"], stored["location"],
+                stored["ts"], stored["lat"], stored["lon"])
+    return tuple(stored)

@@ -48,6 +48,7 @@ from tables.watermark import BoundedOutOfOrderness
 
 _TS_TIE = itemgetter(0, 1)  # a buffered event's (ts, tie, value) -> (ts, tie)
 _RELEASE_ORDER = itemgetter(1, 2, 0)  # a `Released`'s (ts, tie, key)
+_new = tuple.__new__  # a named tuple from a tuple, without its Python-level __new__
 
 
 class Released(NamedTuple):
@@ -84,15 +85,19 @@ class OrderedRelease(PartitionCache[_PartitionBuffers]):
     """Buffers keyed events per source partition; releases them in event-time order."""
 
     def __init__(self, max_out_of_orderness_ms: int, store: PartitionStore,
-                 tie: Callable[[Any], str] = lambda value: "") -> None:
+                 tie: Callable[[Any], str] = lambda value: "",
+                 load_value: Callable[[Any], Any] = lambda value: value) -> None:
         BoundedOutOfOrderness(max_out_of_orderness_ms)  # validates the setting
         super().__init__(store)
         self.max_out_of_orderness_ms = max_out_of_orderness_ms
         self.tie = tie
+        self.load_value = load_value  # a stored (JSON) value -> the value as buffered
 
     def _load(self, partition: int, meta: Meta, entries: Entries) -> _PartitionBuffers:
         clock = PartitionClock.from_meta(meta, self.max_out_of_orderness_ms)
-        state = _PartitionBuffers(clock, {k: [tuple(e) for e in v] for k, v in entries.items()},
+        load_value = self.load_value
+        state = _PartitionBuffers(clock, {k: [(ts, tie, load_value(value)) for ts, tie, value in v]
+                                          for k, v in entries.items()},
                                   stored=set(entries))
         state.heap = [(ts, tie, key) for key, listed in state.buffers.items()
                       for ts, tie, _ in listed]
@@ -136,7 +141,7 @@ class OrderedRelease(PartitionCache[_PartitionBuffers]):
                 late.append(LateItem(item, ts, ts + 1, max_ts - delay))
                 continue
             value = item.value
-            arrived.append(Released(key, ts, tie_of(value), value))
+            arrived.append(_new(Released, (key, ts, tie_of(value), value)))
             if max_ts is None or ts > max_ts:
                 max_ts = ts
         clock.next_offset = next_expected
@@ -203,7 +208,8 @@ class OrderedRelease(PartitionCache[_PartitionBuffers]):
             else:
                 del state.buffers[key]
             changed.add(key)
-        result.released += [Released(key, ts, tie, next(values[key])) for ts, tie, key in popped]
+        result.released += [_new(Released, (key, ts, tie, next(values[key])))
+                             for ts, tie, key in popped]
 
     def _save(self, partition: int, state: _PartitionBuffers, changed: Set[str]) -> None:
         """Write the changed keys' buffers; delete the emptied ones the store holds (a key

@@ -5,7 +5,10 @@ import orjson
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from agents.fraud_rules import RECENT, FraudRules, haversine_km, load_user_state
+from operator import itemgetter
+
+from agents.fraud_rules import (ID, RECENT, FraudRules, haversine_km, load_transaction,
+                                load_user_state)
 from tables.engine import Item
 from tables.errors import ConfigError
 from tables.ordered import OrderedRelease
@@ -18,8 +21,7 @@ OSLO, PARIS = (59.91, 10.75), (48.86, 2.35)  # about 1,340 km apart
 
 def tx(i, ts, location="Oslo", coords=None, user="u", amount=10.0):
     lat, lon = coords or (None, None)
-    return {"id": f"t{i:03d}", "user": user, "amount": amount, "location": location, "ts": ts,
-            "lat": lat, "lon": lon}
+    return (f"t{i:03d}", user, amount, location, ts, lat, lon)
 
 
 def types(alerts, kind):
@@ -155,7 +157,7 @@ KINDS = {"LARGE_AMOUNT": 0, "HIGH_FREQUENCY": 0, "IMPOSSIBLE_TRAVEL": 0}
 @given(streams(), st.integers(1, 40))
 def test_ordered_rules_in_batches_equal_the_batch_oracle(txs, batch_size):
     """Dedup, lateness, ordered release and the rules, batch by batch, as the agent does."""
-    buf = OrderedRelease(5_000, InMemoryStore(), tie=lambda v: v["id"])
+    buf = OrderedRelease(5_000, InMemoryStore(), tie=itemgetter(ID))
     seen, users, got, late = set(), {}, {}, set()
     for start in range(0, len(txs), batch_size):
         items = []
@@ -163,8 +165,7 @@ def test_ordered_rules_in_batches_equal_the_batch_oracle(txs, batch_size):
             if x.id in seen:
                 continue
             seen.add(x.id)
-            value = {"id": x.id, "user": x.user, "amount": x.amount, "location": x.location,
-                     "ts": x.ts, "lat": x.lat, "lon": x.lon}
+            value = (x.id, x.user, x.amount, x.location, x.ts, x.lat, x.lon)
             large = RULES.large_amount_alert(value)
             if large:
                 got[large["alertId"]] = large
@@ -221,3 +222,17 @@ def test_a_user_state_stored_as_a_dict_by_earlier_versions_still_loads():
     stored = {"recent": [0, 1_000], "prev": prev, "hfAlertTs": None}
     state, _ = RULES.evaluate(None, [tx(0, 0, "Oslo", OSLO), tx(1, 1_000, "Paris", PARIS)])
     assert load_user_state(stored) == state
+
+
+def test_a_buffered_transaction_loads_as_the_tuple_it_was_and_from_a_dict_of_earlier_versions():
+    value = tx(3, 1_000, "Paris", PARIS, amount=12.5)
+    assert load_transaction(orjson.loads(orjson.dumps(value))) == value
+    stored = {"id": "t003", "user": "u", "amount": 12.5, "location": "Paris", "ts": 1_000,
+              "lat": PARIS[0], "lon": PARIS[1]}
+    assert load_transaction(stored) == value
+
+
+def test_a_transaction_is_left_alone_by_the_garbage_collector_once_seen():
+    value = tx(1, 5, "Oslo", OSLO)
+    gc.collect()
+    assert not gc.is_tracked(value)

@@ -5,6 +5,10 @@ from __future__ import annotations
 import tracemalloc
 from dataclasses import dataclass
 
+import orjson
+import rocksdict
+
+from tables import faust_store
 from tables.faust_store import FaustTableStore
 
 
@@ -82,7 +86,7 @@ async def test_queued_records_hold_about_their_own_size_until_the_commit():
     encoder's buffer (orjson's bytes hold at least 4 KB each)."""
     store = FaustTableStore(Table())
     store.bind(Event(Msg(0)))
-    store.save(0, {"next": 1}, {f"user-{i}": {"v": [i], "t": i} for i in range(1000)}, [])
+    store.save(0, {"next": 1}, {f"user-{i}": [[i], i] for i in range(1000)}, [])
     out = Sender()
     tracemalloc.start()
     try:
@@ -92,5 +96,82 @@ async def test_queued_records_hold_about_their_own_size_until_the_commit():
     finally:
         tracemalloc.stop()
     (_, _, records), = out.sent
-    assert records[0] == (b'"0|e|user-0"', b'{"v":[0],"t":0}')
+    assert records[0] == (b'"0|e|user-0"', b'[[0],0]')
     assert held < 1001 * 400  # about 250 bytes a record (two bytes, a tuple, list slots)
+
+
+class RocksTable(Table):
+    """A table on one real rocksdict database per partition, as Faust's RocksDB store."""
+
+    def __init__(self, folder) -> None:
+        super().__init__()
+        self.data = RocksData(folder)
+
+    def get(self, key):
+        db = self.data._dbs.get(int(key.split("|", 1)[0]))
+        raw = None if db is None else db.get(orjson.dumps(key))
+        return None if raw is None else orjson.loads(raw)
+
+
+class RocksData:
+    use_rocksdict = True
+
+    def __init__(self, folder) -> None:
+        self.folder = folder
+        self._dbs = {}
+
+    def _db_for_partition(self, partition):
+        if partition not in self._dbs:
+            self._dbs[partition] = rocksdict.Rdict(str(self.folder / str(partition)),
+                                                   options=rocksdict.Options(raw_mode=True))
+        return self._dbs[partition]
+
+
+async def commit(store, partition, updated, deleted=()):
+    store.save(partition, {"next": len(updated)}, updated, list(deleted))
+    out = Sender()
+    await store.flush_changelog(out, partition)
+    out.commit()
+
+
+def stored(table, partition):
+    return {orjson.loads(k): orjson.loads(v) for k, v in table.data._db_for_partition(partition).items()}
+
+
+async def test_committed_records_reach_rocksdb_coalesced_when_the_partition_loads_again(tmp_path):
+    table = RocksTable(tmp_path)
+    store = FaustTableStore(table)
+    store.bind(Event(Msg(0)))
+    table.data._db_for_partition(0)
+    await commit(store, 0, {"u1": 1, "u2": 2})
+    await commit(store, 0, {"u1": 10}, deleted=["u2"])
+    assert stored(table, 0) == {} and store.unapplied(0) == 3  # u1, u2 and the meta, newest
+    assert store.load(0) == ({"next": 1}, {"u1": 10})  # after an abort: what committed
+    assert stored(table, 0) == {"0|e|u1": 10, "0|m": {"next": 1}} and store.unapplied(0) == 0
+
+
+async def test_committed_records_reach_rocksdb_when_the_partition_leaves_memory(tmp_path):
+    table = RocksTable(tmp_path)
+    store = FaustTableStore(table)
+    store.bind(Event(Msg(0))).bind(Event(Msg(1)))
+    table.data._db_for_partition(0)
+    await commit(store, 0, {"u1": 1})
+    await commit(store, 1, {"u9": 9})  # partition 1's database is closed (given up)
+    store.forget(0)
+    store.forget(1)
+    assert stored(table, 0) == {"0|e|u1": 1, "0|m": {"next": 1}}
+    assert 1 not in table.data._dbs and store.unapplied(1) == 0  # its recovery replays it
+
+
+async def test_committed_records_reach_rocksdb_once_enough_distinct_keys_wait(tmp_path, monkeypatch):
+    monkeypatch.setattr(faust_store, "LOCAL_APPLY_RECORDS", 4)
+    table = RocksTable(tmp_path)
+    store = FaustTableStore(table)
+    store.bind(Event(Msg(0)))
+    table.data._db_for_partition(0)
+    for _ in range(5):  # the same keys again and again: 3 distinct records wait
+        await commit(store, 0, {"a": 1, "b": 2})
+    assert stored(table, 0) == {} and store.unapplied(0) == 3
+    await commit(store, 0, {"c": 3, "d": 4})
+    assert stored(table, 0) == {"0|e|a": 1, "0|e|b": 2, "0|e|c": 3, "0|e|d": 4, "0|m": {"next": 2}}
+    assert store.unapplied(0) == 0

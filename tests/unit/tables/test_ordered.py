@@ -121,3 +121,13 @@ def test_idle_partition_follows_the_wall_clock_and_releases_its_last_events():
 def test_out_of_orderness_must_not_be_negative():
     with pytest.raises(ConfigError, match="max_out_of_orderness_ms"):
         OrderedRelease(-1, InMemoryStore())
+
+
+def test_buffered_values_read_back_after_a_restart_go_through_load_value():
+    store = InMemoryStore()
+    engine(store).process(0, [item(0, 10_000, tie="a"), item(1, 12_000, tie="b")])
+    restarted = OrderedRelease(5_000, store, tie=lambda v: v["id"],
+                               load_value=lambda v: {**v, "loaded": True})
+    got = restarted.process(0, [item(2, 20_000, tie="c")])
+    assert [r.value for r in got.released] == [{"id": "a", "loaded": True},
+                                               {"id": "b", "loaded": True}]
