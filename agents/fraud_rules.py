@@ -25,8 +25,8 @@ The user state is bounded: the times of the last ``max + 1`` transactions
 within the frequency window (enough to decide ``count > max``; so ``count``
 is reported up to ``max + 1``), the previous transaction, and the time of the
 last HIGH_FREQUENCY alert. It is a plain tuple ``(recent, prev, hfAlertTs)``
-(JSON: a list): a tuple of times, the previous transaction itself (a `Tx`, so
-no tuple is built for it) or None, and a time or None. Tuples of scalars and
+(JSON: a list): a tuple of times, the previous transaction as a tuple ``(id,
+location, ts, lat, lon)`` or None, and a time or None. Tuples of scalars and
 tuples only: CPython's garbage collector stops tracking such a tuple once it
 has seen it (one holding a dict, even an untracked one, stays tracked), so a
 worker holding 100,000 users' states does not walk them in each full
@@ -46,7 +46,8 @@ from tables.errors import ConfigError
 EARTH_RADIUS_KM = 6371.0088
 Tx = Sequence[Any]  # (id, user, amount, location, ts, lat, lon): a tuple, or a list once stored
 ID, USER, AMOUNT, LOCATION, TS, LAT, LON = range(7)  # the fields of a Tx
-UserState = Tuple[Tuple[int, ...], Optional[Tx], Optional[int]]  # recent, prev, hfAlertTs
+Previous = Tuple[str, str, int, Optional[float], Optional[float]]  # id, location, ts, lat, lon
+UserState = Tuple[Tuple[int, ...], Optional[Previous], Optional[int]]  # recent, prev, hfAlertTs
 RECENT, PREV, HF_ALERT_TS = 0, 1, 2  # the fields of a UserState
 Alert = Dict[str, Any]
 
@@ -64,12 +65,9 @@ def load_user_state(stored: Any) -> UserState:
     the tuple `FraudRules.evaluate` returns."""
     if isinstance(stored, dict):
         prev = stored["prev"]
-        return tuple(stored["recent"]), None if prev is None else load_transaction(prev), \
-            stored["hfAlertTs"]
+        return tuple(stored["recent"]), None if prev is None else (
+            prev["id"], prev["location"], prev["ts"], prev["lat"], prev["lon"]), stored["hfAlertTs"]
     prev = stored[PREV]
-    if prev is not None and len(prev) == 5:  # (id, location, ts, lat, lon) of earlier versions
-        tx_id, location, ts, lat, lon = prev
-        prev = (tx_id, None, None, location, ts, lat, lon)
     return tuple(stored[RECENT]), None if prev is None else tuple(prev), stored[HF_ALERT_TS]
 
 
@@ -129,11 +127,11 @@ class FraudRules:
                 alert = self._travel(prev, tx)
                 if alert:
                     alerts.append(alert)
-            prev = tx
+            prev = (tx[ID], tx[LOCATION], ts, tx[LAT], tx[LON])
         return (tuple(recent), prev, hf_alert_ts), alerts
 
-    def _travel(self, prev: Tx, tx: Tx) -> Optional[Alert]:
-        _, _, _, location, ts, lat, lon = prev
+    def _travel(self, prev: Previous, tx: Tx) -> Optional[Alert]:
+        _, location, ts, lat, lon = prev
         apart_ms = tx[TS] - ts
         if lat is not None and tx[LAT] is not None:  # lat and lon come together
             km = haversine_km(lat, lon, tx[LAT], tx[LON])
@@ -148,10 +146,11 @@ class FraudRules:
         return None
 
 
-def _travel_alert(prev: Tx, tx: Tx, apart_ms: int, km: Optional[float],
+def _travel_alert(prev: Previous, tx: Tx, apart_ms: int, km: Optional[float],
                   speed: Optional[float]) -> Alert:
-    return _alert("IMPOSSIBLE_TRAVEL", tx, fromLocation=prev[LOCATION],
-                  toLocation=tx[LOCATION], previousTransactionId=prev[ID],
+    previous_id, previous_location = prev[0], prev[1]  # of (id, location, ts, lat, lon)
+    return _alert("IMPOSSIBLE_TRAVEL", tx, fromLocation=previous_location,
+                  toLocation=tx[LOCATION], previousTransactionId=previous_id,
                   timeApartMs=apart_ms, distanceKm=km, speedKmh=speed)
 
 

@@ -70,8 +70,7 @@ def metric_value(exposition: str, name: str, labels: str) -> Optional[float]:
 def user_state(i: int, ts_ms: int) -> list:
     """What `agents.fraud_rules` keeps per user, under `tables.ttl.TtlState`'s envelope
     ``[value, touched]``."""
-    user = f"user-{i:07d}"
-    prev = [f"r{i}-{user}", user, 25.0, "Oslo", ts_ms, 59.9139, 10.7522]  # `fraud_rules.Tx`
+    prev = [f"r{i}-user-{i:07d}", "Oslo", ts_ms, 59.9139, 10.7522]  # id, location, ts, lat, lon
     return [[[ts_ms], prev, None], ts_ms]  # recent, prev, hfAlertTs
 
 

@@ -236,12 +236,3 @@ def test_a_transaction_is_left_alone_by_the_garbage_collector_once_seen():
     value = tx(1, 5, "Oslo", OSLO)
     gc.collect()
     assert not gc.is_tracked(value)
-
-
-def test_a_user_state_whose_previous_transaction_was_stored_in_five_fields_still_loads():
-    stored = [[0, 1_000], ["t001", "Paris", 1_000, PARIS[0], PARIS[1]], None]
-    state = load_user_state(stored)
-    assert state[RECENT] == (0, 1_000)
-    later = [tx(2, 2_000, "Oslo", OSLO)]
-    fresh, _ = RULES.evaluate(None, [tx(0, 0, "Oslo", OSLO), tx(1, 1_000, "Paris", PARIS)])
-    assert RULES.evaluate(state, later)[1] == RULES.evaluate(fresh, later)[1] != []

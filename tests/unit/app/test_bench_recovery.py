@@ -28,4 +28,4 @@ def test_user_state_has_the_ttl_envelope_of_the_fraud_rules_state():
     value, touched = state
     recent, prev, hf_alert_ts = load_user_state(value)
     assert touched == 1_000 and recent == (1_000,) and hf_alert_ts is None
-    assert prev[0] == "r3-user-0000003" and prev[4] == 1_000
+    assert prev[0] == "r3-user-0000003" and prev[2] == 1_000
