@@ -27,8 +27,10 @@ then on (as the window engine does), so the last buffered events are released.
 
 State per partition: the clock (watermark, next source offset) as the meta,
 and per key its buffered events ``[ts, tie, value]`` (in memory tuples: one
-object fewer than a list each; the collector still tracks them, as their value
-is a dict); a key whose buffer empties is deleted (a tombstone). Only keys whose buffer changed are written,
+object fewer than a list each, and untracked by the collector once it has seen
+them if the value is a tuple of scalars, as the fraud pipeline's transactions
+are; ``load_value`` turns a stored value back into that form); a key whose
+buffer empties is deleted (a tombstone). Only keys whose buffer changed are written,
 and a key buffered and released within one batch not at all.
 """
 
