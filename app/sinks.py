@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import time
 from contextlib import asynccontextmanager
-from typing import (AbstractSet, Any, AsyncIterator, Callable, Dict, FrozenSet, List, Optional,
-                    Sequence, Tuple)
+from typing import (AbstractSet, Any, AsyncIterator, Callable, Dict, FrozenSet, Iterable, List,
+                    Optional, Sequence, Tuple)
 
 import orjson
 from aiokafka import TopicPartition
@@ -74,7 +74,7 @@ class Sender:
             await self._producer.send(topic, key, data, partition, None, None)
 
     async def send_many(self, topic: str, partition: int,
-                        records: Sequence[Tuple[bytes, Optional[bytes]]]) -> None:
+                        records: Iterable[Tuple[bytes, Optional[bytes]]]) -> None:
         """Send already encoded ``(key, value)`` records to one partition, in order.
 
         Transactional: packed into the producer's record batches directly (one

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import weakref
 from contextlib import contextmanager
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple
 
 import orjson
 from faust.streams import _current_event
@@ -48,6 +48,15 @@ from tables.state import Entries, Meta
 
 #: committed records (distinct keys) a partition holds back before writing them to RocksDB
 LOCAL_APPLY_RECORDS = 20_000
+
+
+class _Writes(NamedTuple):
+    """Queued writes as two lists, not a tuple per write: at full speed the fraud pipeline
+    queues one per transaction, each kept alive (and walked by the garbage collector) until
+    its batch is flushed."""
+
+    table_keys: List[bytes]
+    values: List[Any]
 
 
 def _encode(value: Any) -> bytes:
@@ -79,9 +88,10 @@ class FaustTableStore:
     def __init__(self, table: TableT) -> None:
         self.table = table
         self._events: dict = {}
-        #: writes queued per source partition, (encoded key, value or None): each partition's batch
-        #: flushes its own, so batches of several partitions may be in progress at once
-        self._changelog: Dict[int, List[Tuple[bytes, Any]]] = {}
+        #: writes queued per source partition, encoded keys and values (None: delete): each
+        #: partition's batch flushes its own, so batches of several partitions may be in
+        #: progress at once
+        self._changelog: Dict[int, _Writes] = {}
         #: per partition, each live entry's table key, encoded (a key is written many times:
         #: a user's state once per batch of that user)
         self._keys: Dict[int, Dict[str, bytes]] = {}
@@ -138,44 +148,49 @@ class FaustTableStore:
         event: Optional[EventT] = self._events.get(partition)
         if event is None:
             raise RuntimeError(f"FaustTableStore.save for partition {partition} needs bind(event) first")
-        ops = self._changelog.get(partition)
-        if ops is None:
-            ops = self._changelog[partition] = []
+        queued = self._changelog.get(partition)
+        if queued is None:
+            queued = self._changelog[partition] = _Writes([], [])
+        table_keys, values = queued
         keys = self._keys.get(partition)
         if keys is None:
             keys = self._keys[partition] = {}
         for key in deleted:
             if key not in updated:
-                table_key = keys.pop(key, None) or _encode(f"{partition}|e|{key}")
-                ops.append((table_key, None))
+                table_keys.append(keys.pop(key, None) or _encode(f"{partition}|e|{key}"))
+                values.append(None)
         for key, value in updated.items():
             table_key = keys.get(key)
             if table_key is None:
                 table_key = keys[key] = _encode(f"{partition}|e|{key}")
-            ops.append((table_key, value))
-        ops.append((_encode(f"{partition}|m"), meta))
+            table_keys.append(table_key)
+            values.append(value)
+        table_keys.append(_encode(f"{partition}|m"))
+        values.append(meta)
 
     async def flush_changelog(self, out: Any, partition: int) -> None:
         """Send the writes queued for ``partition`` to its changelog partition with ``out`` (an
         `app.sinks.Sender`), and apply them to RocksDB once ``out`` has committed them. Keys
         and values are encoded once (orjson, the bytes Faust's JSON serializer gives), for both."""
-        ops = self._changelog.pop(partition, None)
-        if not ops:
+        queued = self._changelog.pop(partition, None)
+        if queued is None:
             return
-        records = [(key, None if value is None else _encode(value)) for key, value in ops]
-        await out.send_many(self.table.changelog_topic.get_topic_name(), partition, records)
-        out.after_commit(lambda: self._apply_local(partition, ops, records))
+        table_keys, values = queued
+        encoded = [None if value is None else _encode(value) for value in values]
+        await out.send_many(self.table.changelog_topic.get_topic_name(), partition,
+                            zip(table_keys, encoded))
+        out.after_commit(lambda: self._apply_local(partition, table_keys, values, encoded))
 
-    def _apply_local(self, partition: int, ops: List[Tuple[bytes, Any]],
-                     records: List[Tuple[bytes, Optional[bytes]]]) -> None:
+    def _apply_local(self, partition: int, table_keys: List[bytes], values: List[Any],
+                     encoded: List[Optional[bytes]]) -> None:
         if partition not in self._events:
             return  # the partition left this worker meanwhile
         if not self._rocksdict():
-            return self._apply_store(partition, ops)
+            return self._apply_store(partition, table_keys, values)
         unapplied = self._unapplied.get(partition)
         if unapplied is None:
             unapplied = self._unapplied[partition] = {}
-        unapplied.update(records)  # in order: the newest value of a key wins
+        unapplied.update(zip(table_keys, encoded))  # in order: the newest value of a key wins
         if len(unapplied) >= LOCAL_APPLY_RECORDS:
             self._write_unapplied(partition)
 
@@ -195,11 +210,11 @@ class FaustTableStore:
                 batch.put(key, value)
         self.table.data._db_for_partition(partition).write(batch)
 
-    def _apply_store(self, partition: int, ops: List[Tuple[bytes, Any]]) -> None:
+    def _apply_store(self, partition: int, table_keys: List[bytes], values: List[Any]) -> None:
         """Any other Faust store: key by key, through the table's serializers."""
         data = self.table.data  # the store itself: no changelog send of Faust's
         with current_event(self._events[partition]):
-            for table_key, value in ops:
+            for table_key, value in zip(table_keys, values):
                 key = orjson.loads(table_key)
                 if value is None:
                     if key in data:
