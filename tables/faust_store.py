@@ -22,9 +22,12 @@ partition (the newest value of each key) until ``LOCAL_APPLY_RECORDS`` keys wait
 or the partition's state is loaded again (after an abort) or leaves memory
 (`forget`). The local database is read only then: the pipelines keep their
 state in memory, and after a restart or a rebalance Faust's recovery replays the
-changelog from the offset it recorded at its last recovery (our writes never
-move it), so a record that never reached RocksDB before a crash is restored from
-the changelog. Writing each batch's records at its commit took 7% of the fraud
+changelog from where its last recovery ended (our writes never move that), so a
+record that never reached RocksDB before a crash is restored from the changelog.
+Records that waited through a rebalance are dropped, never written: the new
+generation's recovery has replayed them, and perhaps newer records of another
+worker after them, which they must not overwrite (a thawed worker wrote its
+stale merge state over the recovered one and emitted a window twice). Writing each batch's records at its commit took 7% of the fraud
 worker's CPU at 1,000,000 transactions (a user's state is written once per batch,
 and its key many times a minute).
 """
@@ -95,8 +98,10 @@ class FaustTableStore:
         #: per partition, each live entry's table key, encoded (a key is written many times:
         #: a user's state once per batch of that user)
         self._keys: Dict[int, Dict[str, bytes]] = {}
-        #: committed records not yet in RocksDB, per partition: encoded key -> value or None
+        #: committed records not yet in RocksDB, per partition: encoded key -> value or None,
+        #: and the consumer group generation they were committed in
         self._unapplied: Dict[int, Dict[bytes, Optional[bytes]]] = {}
+        self._unapplied_generation: Dict[int, int] = {}
 
     def bind(self, event: EventT) -> "FaustTableStore":
         """Use ``event`` as the write context of its partition (kept for timers)."""
@@ -187,9 +192,11 @@ class FaustTableStore:
             return  # the partition left this worker meanwhile
         if not self._rocksdict():
             return self._apply_store(partition, table_keys, values)
+        generation = self._generation()
         unapplied = self._unapplied.get(partition)
-        if unapplied is None:
-            unapplied = self._unapplied[partition] = {}
+        if unapplied is None or self._unapplied_generation[partition] != generation:
+            unapplied = self._unapplied[partition] = {}  # the older ones: recovery replayed them
+            self._unapplied_generation[partition] = generation
         unapplied.update(zip(table_keys, encoded))  # in order: the newest value of a key wins
         if len(unapplied) >= LOCAL_APPLY_RECORDS:
             self._write_unapplied(partition)
@@ -198,9 +205,17 @@ class FaustTableStore:
         """How many committed records of the partition wait to be written to RocksDB."""
         return len(self._unapplied.get(partition, ()))
 
+    def _generation(self) -> int:
+        """The consumer group generation: each rebalance starts one, and before the partitions
+        are processed in it Faust's recovery replays their changelogs past what RocksDB holds."""
+        return self.table.app.consumer_generation_id
+
     def _write_unapplied(self, partition: int) -> None:
         records = self._unapplied.pop(partition, None)
-        if not records or partition not in self.table.data._dbs:
+        generation = self._unapplied_generation.pop(partition, None)
+        if not records or generation != self._generation():
+            return  # committed before a rebalance: its recovery replayed them
+        if partition not in self.table.data._dbs:
             return  # closed: Faust gave the partition up, its recovery replays the changelog
         batch = rocksdict.WriteBatch(raw_mode=True)  # the changelog's bytes, as recovery
         for key, value in records.items():

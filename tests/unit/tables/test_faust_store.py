@@ -17,10 +17,15 @@ class Topic:
         return "app-view-changelog"
 
 
+class App:
+    consumer_generation_id = 1
+
+
 class Table:
     def __init__(self) -> None:
         self.changelog_topic = Topic()
         self.data = {}
+        self.app = App()
 
 
 @dataclass
@@ -175,3 +180,33 @@ async def test_committed_records_reach_rocksdb_once_enough_distinct_keys_wait(tm
     await commit(store, 0, {"c": 3, "d": 4})
     assert stored(table, 0) == {"0|e|a": 1, "0|e|b": 2, "0|e|c": 3, "0|e|d": 4, "0|m": {"next": 2}}
     assert store.unapplied(0) == 0
+
+
+async def test_records_committed_before_a_rebalance_are_never_written_after_it(tmp_path):
+    """The new generation's recovery replayed them, and maybe another worker's newer records
+    of the same keys after them: writing them then would bring back stale state."""
+    table = RocksTable(tmp_path)
+    store = FaustTableStore(table)
+    store.bind(Event(Msg(0)))
+    table.data._db_for_partition(0)
+    await commit(store, 0, {"w1": "open"})
+    table.app.consumer_generation_id = 2  # a rebalance; recovery wrote another worker's state
+    table.data._db_for_partition(0).put(orjson.dumps("0|e|w1"), orjson.dumps("emitted"))
+    assert store.load(0) == ({}, {"w1": "emitted"}) and store.unapplied(0) == 0
+    await commit(store, 0, {"w2": 1})  # committed in the new generation: kept, then written
+    table.app.consumer_generation_id = 2
+    store.forget(0)
+    assert stored(table, 0) == {"0|e|w1": "emitted", "0|e|w2": 1, "0|m": {"next": 1}}
+
+
+async def test_a_commit_in_a_new_generation_drops_what_waited_from_the_old_one(tmp_path):
+    table = RocksTable(tmp_path)
+    store = FaustTableStore(table)
+    store.bind(Event(Msg(0)))
+    table.data._db_for_partition(0)
+    await commit(store, 0, {"a": 1, "b": 2})
+    table.app.consumer_generation_id = 5
+    await commit(store, 0, {"c": 3})
+    assert store.unapplied(0) == 2  # c and the meta
+    store.forget(0)
+    assert stored(table, 0) == {"0|e|c": 3, "0|m": {"next": 1}}
