@@ -14,22 +14,8 @@ Deleting an entry writes a tombstone to the changelog.
 `save` only queues the writes; `flush_changelog` sends them with the batch's
 sender, in the same Kafka transaction as the batch's outputs (Faust's own
 changelog sends would leave on a producer and at a moment of Faust's
-choosing), and hands them to RocksDB once that transaction has committed, so the
+choosing), and writes RocksDB once that transaction has committed, so the
 local state never holds what an aborted transaction wrote.
-
-RocksDB gets the committed records late and coalesced: they wait in a dict per
-partition (the newest value of each key) until ``LOCAL_APPLY_RECORDS`` keys wait,
-or the partition's state is loaded again (after an abort) or leaves memory
-(`forget`). The local database is read only then: the pipelines keep their
-state in memory, and after a restart or a rebalance Faust's recovery replays the
-changelog from where its last recovery ended (our writes never move that), so a
-record that never reached RocksDB before a crash is restored from the changelog.
-Records that waited through a rebalance are dropped, never written: the new
-generation's recovery has replayed them, and perhaps newer records of another
-worker after them, which they must not overwrite (a thawed worker wrote its
-stale merge state over the recovered one and emitted a window twice). Writing each batch's records at its commit took 7% of the fraud
-worker's CPU at 1,000,000 transactions (a user's state is written once per batch,
-and its key many times a minute).
 """
 
 from __future__ import annotations
@@ -48,9 +34,6 @@ except ImportError:  # Faust's other RocksDB binding: `_apply_store`
     rocksdict = None
 
 from tables.state import Entries, Meta
-
-#: committed records (distinct keys) a partition holds back before writing them to RocksDB
-LOCAL_APPLY_RECORDS = 20_000
 
 
 class _Writes(NamedTuple):
@@ -98,10 +81,6 @@ class FaustTableStore:
         #: per partition, each live entry's table key, encoded (a key is written many times:
         #: a user's state once per batch of that user)
         self._keys: Dict[int, Dict[str, bytes]] = {}
-        #: committed records not yet in RocksDB, per partition: encoded key -> value or None,
-        #: and the consumer group generation they were committed in
-        self._unapplied: Dict[int, Dict[bytes, Optional[bytes]]] = {}
-        self._unapplied_generation: Dict[int, int] = {}
 
     def bind(self, event: EventT) -> "FaustTableStore":
         """Use ``event`` as the write context of its partition (kept for timers)."""
@@ -109,10 +88,6 @@ class FaustTableStore:
         return self
 
     def forget(self, partition: int) -> None:
-        """The partition leaves memory (revoked, or its batch failed): what it committed
-        goes to RocksDB now, while its database is still open."""
-        if partition in self._events:
-            self._write_unapplied(partition)
         self._events.pop(partition, None)
         self._keys.pop(partition, None)
 
@@ -122,8 +97,6 @@ class FaustTableStore:
 
     def load(self, partition: int) -> Tuple[Meta, Entries]:
         prefix = f"{partition}|e|"
-        if self._rocksdict():
-            self._write_unapplied(partition)
         meta = self.table.get(f"{partition}|m") or {}
         if self._rocksdict():  # only the partition's own database, from the prefix on
             return dict(meta), self._load_rocksdb(partition, prefix)
@@ -192,33 +165,8 @@ class FaustTableStore:
             return  # the partition left this worker meanwhile
         if not self._rocksdict():
             return self._apply_store(partition, table_keys, values)
-        generation = self._generation()
-        unapplied = self._unapplied.get(partition)
-        if unapplied is None or self._unapplied_generation[partition] != generation:
-            unapplied = self._unapplied[partition] = {}  # the older ones: recovery replayed them
-            self._unapplied_generation[partition] = generation
-        unapplied.update(zip(table_keys, encoded))  # in order: the newest value of a key wins
-        if len(unapplied) >= LOCAL_APPLY_RECORDS:
-            self._write_unapplied(partition)
-
-    def unapplied(self, partition: int) -> int:
-        """How many committed records of the partition wait to be written to RocksDB."""
-        return len(self._unapplied.get(partition, ()))
-
-    def _generation(self) -> int:
-        """The consumer group generation: each rebalance starts one, and before the partitions
-        are processed in it Faust's recovery replays their changelogs past what RocksDB holds."""
-        return self.table.app.consumer_generation_id
-
-    def _write_unapplied(self, partition: int) -> None:
-        records = self._unapplied.pop(partition, None)
-        generation = self._unapplied_generation.pop(partition, None)
-        if not records or generation != self._generation():
-            return  # committed before a rebalance: its recovery replayed them
-        if partition not in self.table.data._dbs:
-            return  # closed: Faust gave the partition up, its recovery replays the changelog
         batch = rocksdict.WriteBatch(raw_mode=True)  # the changelog's bytes, as recovery
-        for key, value in records.items():
+        for key, value in zip(table_keys, encoded):
             if value is None:
                 batch.delete(key)
             else:

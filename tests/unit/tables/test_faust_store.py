@@ -8,7 +8,6 @@ from dataclasses import dataclass
 import orjson
 import rocksdict
 
-from tables import faust_store
 from tables.faust_store import FaustTableStore
 
 
@@ -17,15 +16,10 @@ class Topic:
         return "app-view-changelog"
 
 
-class App:
-    consumer_generation_id = 1
-
-
 class Table:
     def __init__(self) -> None:
         self.changelog_topic = Topic()
         self.data = {}
-        self.app = App()
 
 
 @dataclass
@@ -143,70 +137,12 @@ def stored(table, partition):
     return {orjson.loads(k): orjson.loads(v) for k, v in table.data._db_for_partition(partition).items()}
 
 
-async def test_committed_records_reach_rocksdb_coalesced_when_the_partition_loads_again(tmp_path):
+async def test_committed_records_are_in_rocksdb_at_the_commit_and_load_back(tmp_path):
     table = RocksTable(tmp_path)
     store = FaustTableStore(table)
     store.bind(Event(Msg(0)))
     table.data._db_for_partition(0)
     await commit(store, 0, {"u1": 1, "u2": 2})
     await commit(store, 0, {"u1": 10}, deleted=["u2"])
-    assert stored(table, 0) == {} and store.unapplied(0) == 3  # u1, u2 and the meta, newest
-    assert store.load(0) == ({"next": 1}, {"u1": 10})  # after an abort: what committed
-    assert stored(table, 0) == {"0|e|u1": 10, "0|m": {"next": 1}} and store.unapplied(0) == 0
-
-
-async def test_committed_records_reach_rocksdb_when_the_partition_leaves_memory(tmp_path):
-    table = RocksTable(tmp_path)
-    store = FaustTableStore(table)
-    store.bind(Event(Msg(0))).bind(Event(Msg(1)))
-    table.data._db_for_partition(0)
-    await commit(store, 0, {"u1": 1})
-    await commit(store, 1, {"u9": 9})  # partition 1's database is closed (given up)
-    store.forget(0)
-    store.forget(1)
-    assert stored(table, 0) == {"0|e|u1": 1, "0|m": {"next": 1}}
-    assert 1 not in table.data._dbs and store.unapplied(1) == 0  # its recovery replays it
-
-
-async def test_committed_records_reach_rocksdb_once_enough_distinct_keys_wait(tmp_path, monkeypatch):
-    monkeypatch.setattr(faust_store, "LOCAL_APPLY_RECORDS", 4)
-    table = RocksTable(tmp_path)
-    store = FaustTableStore(table)
-    store.bind(Event(Msg(0)))
-    table.data._db_for_partition(0)
-    for _ in range(5):  # the same keys again and again: 3 distinct records wait
-        await commit(store, 0, {"a": 1, "b": 2})
-    assert stored(table, 0) == {} and store.unapplied(0) == 3
-    await commit(store, 0, {"c": 3, "d": 4})
-    assert stored(table, 0) == {"0|e|a": 1, "0|e|b": 2, "0|e|c": 3, "0|e|d": 4, "0|m": {"next": 2}}
-    assert store.unapplied(0) == 0
-
-
-async def test_records_committed_before_a_rebalance_are_never_written_after_it(tmp_path):
-    """The new generation's recovery replayed them, and maybe another worker's newer records
-    of the same keys after them: writing them then would bring back stale state."""
-    table = RocksTable(tmp_path)
-    store = FaustTableStore(table)
-    store.bind(Event(Msg(0)))
-    table.data._db_for_partition(0)
-    await commit(store, 0, {"w1": "open"})
-    table.app.consumer_generation_id = 2  # a rebalance; recovery wrote another worker's state
-    table.data._db_for_partition(0).put(orjson.dumps("0|e|w1"), orjson.dumps("emitted"))
-    assert store.load(0) == ({}, {"w1": "emitted"}) and store.unapplied(0) == 0
-    await commit(store, 0, {"w2": 1})  # committed in the new generation: kept, then written
-    table.app.consumer_generation_id = 2
-    store.forget(0)
-    assert stored(table, 0) == {"0|e|w1": "emitted", "0|e|w2": 1, "0|m": {"next": 1}}
-
-
-async def test_a_commit_in_a_new_generation_drops_what_waited_from_the_old_one(tmp_path):
-    table = RocksTable(tmp_path)
-    store = FaustTableStore(table)
-    store.bind(Event(Msg(0)))
-    table.data._db_for_partition(0)
-    await commit(store, 0, {"a": 1, "b": 2})
-    table.app.consumer_generation_id = 5
-    await commit(store, 0, {"c": 3})
-    assert store.unapplied(0) == 2  # c and the meta
-    store.forget(0)
-    assert stored(table, 0) == {"0|e|c": 3, "0|m": {"next": 1}}
+    assert stored(table, 0) == {"0|e|u1": 10, "0|m": {"next": 1}}
+    assert store.load(0) == ({"next": 1}, {"u1": 10})
