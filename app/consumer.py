@@ -61,8 +61,30 @@ class FreshProducersTransactionManager(TransactionManager):
     stopped. Which producers were fenced only shows when they are used, so here every
     producer is stopped (after the batch in progress on it) before Faust starts the ones the
     new assignment needs; a new producer's ``init_transactions`` takes over the id. The
-    transaction a producer holds open (`app.transactions`) commits first, if it still can.
+    transactions producers hold open (`app.transactions`) commit earlier, when the partitions
+    are revoked (`on_partitions_revoked`); what is still open at the rebalance commits before
+    its producer stops, if it still can.
     """
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        """Commit every open transaction while this worker still owns its partitions.
+
+        Faust calls this once the batches in progress have finished and before this member
+        rejoins the group, so no other member owns the partitions yet: the commit cannot be
+        fenced, and it lands before the pipelines forget the revoked partitions' in-memory
+        state, with its local writes applied (`tables.faust_store`). Left to the rebalance
+        (`on_rebalance`), a partition that moved was fenced by its new owner and its batches
+        read again there, and one kept here could come back from a table missing the
+        transaction's writes and fold its batches in a second time."""
+        await super().on_partitions_revoked(revoked)
+        tids = sorted(tid for tid in self.producer._transaction_producers
+                      if transactions.OPEN.holds(tid))
+        if tids:
+            log.info("Committing %d open transactions before the partitions are revoked",
+                     len(tids))
+        for tid in tids:
+            async with self.producer._trn_locks[tid]:
+                await transactions.OPEN.close(tid, self.app.conf.id)
 
     async def on_rebalance(self, assigned: Any, revoked: Any, newly_assigned: Any) -> None:
         producers = self.producer._transaction_producers

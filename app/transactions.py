@@ -11,15 +11,16 @@ partition's transaction now takes its batches one after the other and commits
   of each batch, and by a timer for partitions that went quiet);
 - at once when a batch sent to an internal topic another stage of this app reads
   (partials, repartition topics): that stage reads committed records only;
-- before a rebalance stops the producers, and when the worker stops.
+- when partitions are revoked (before this member rejoins the group, so before any
+  other member can own them), and when the worker stops.
 
 Outputs are appended as soon as a batch sends them; consumers that read committed
 records see them when the transaction commits. Local state follows commits as
 before (`OpenTransaction.after_commit`).
 
 The consumed offsets go with a transaction at most every
-``WEIR_OFFSETS_COMMIT_INTERVAL_MS`` (and always before a rebalance stops the
-producer, and at stop); the transactions in between commit without them. Sending
+``WEIR_OFFSETS_COMMIT_INTERVAL_MS`` (and always when partitions are revoked, and
+at stop); the transactions in between commit without them. Sending
 them cost two more requests in series (add the offsets, commit them) in each
 commit. Nothing is processed twice for it: every pipeline's state carries the
 next offset it processes, committed with its outputs (`tables.state`), so a
@@ -86,6 +87,10 @@ class OpenTransactions:
     def pending(self) -> bool:
         """Anything to commit: an open transaction, or offsets not sent yet."""
         return bool(self.open or self.unsent)
+
+    def holds(self, tid: str) -> bool:
+        """``tid`` has an open transaction or offsets not sent yet."""
+        return tid in self.open or tid in self.unsent
 
     def join(self, tid: str, producer: Any, pipeline: str) -> OpenTransaction:
         """The transaction of ``tid`` a batch adds to (the caller holds the id's lock)."""

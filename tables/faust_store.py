@@ -161,17 +161,22 @@ class FaustTableStore:
 
     def _apply_local(self, partition: int, table_keys: List[bytes], values: List[Any],
                      encoded: List[Optional[bytes]]) -> None:
-        if partition not in self._events:
-            return  # the partition left this worker meanwhile
         if not self._rocksdict():
-            return self._apply_store(partition, table_keys, values)
+            if partition in self._events:  # not given up meanwhile (the store needs its event)
+                self._apply_store(partition, table_keys, values)
+            return
+        db = self.table.data._dbs.get(partition)
+        if db is None:
+            return  # its database closed: the partition left, its changelog has the writes
+        # written even when the pipeline forgot the partition meanwhile (revoked, and maybe
+        # kept): the changelog has these records, and a recovery may count them as read
         batch = rocksdict.WriteBatch(raw_mode=True)  # the changelog's bytes, as recovery
         for key, value in zip(table_keys, encoded):
             if value is None:
                 batch.delete(key)
             else:
                 batch.put(key, value)
-        self.table.data._db_for_partition(partition).write(batch)
+        db.write(batch)
 
     def _apply_store(self, partition: int, table_keys: List[bytes], values: List[Any]) -> None:
         """Any other Faust store: key by key, through the table's serializers."""

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import random
 
 import pytest
 
-from tests.integration.kafka_tools import produce, read_topic, wait_for
+from tests.integration.kafka_tools import interleaved, produce, read_topic, wait_for
 from tests.integration.prometheus_tools import scrape
-from tests.integration.test_metrics import start_workers
-from tests.integration.test_orders_pipeline import (MALFORMED, SIZE_MS, T0, assert_exact, order,
-                                                    oracle_for, read_outputs)
+from tests.integration.test_metrics import make_workers, start_workers
+from tests.integration.test_orders_pipeline import (MALFORMED, SIZE_MS, T0, assert_exact,
+                                                    fixed_input, order, oracle_for,
+                                                    produce_slowly, read_outputs)
 
 pytestmark = pytest.mark.integration
 
@@ -96,3 +98,59 @@ async def test_three_workers_on_12_partitions_own_each_once_and_emit_exact_outpu
     finally:
         for w in workers:
             w.stop()
+
+
+async def test_a_worker_joining_while_transactions_are_open_leaves_outputs_and_counts_exact(
+    pipeline_env, tmp_path
+):
+    """The first worker's transactions hold batches not committed yet when a second worker
+    joins (a long commit interval). They commit before the partitions move, and the
+    partitions the first worker keeps go on from them: no batch is folded in twice."""
+    env = {**pipeline_env, "WEIR_COMMIT_INTERVAL_MS": "20000",
+           "WEIR_OFFSETS_COMMIT_INTERVAL_MS": "20000", "WEIR_METRICS_INTERVAL_MS": "500"}
+    servers, topic = env["KAFKA_BOOTSTRAP_SERVERS"], env["WEIR_TOPIC_ORDERS"]
+    workers = make_workers(env, tmp_path, 2)
+    try:
+        workers[0].start()
+
+        def owns(worker, count: int) -> bool:
+            try:
+                return len(owned_partitions(worker.web_port, topic)) == count
+            except OSError:  # its web server is not up yet
+                return False
+
+        wait_for(lambda: owns(workers[0], 4), 120, "the first worker owning the 4 partitions")
+        messages = interleaved(fixed_input(seed=3, per_partition=300))
+        third = len(messages) // 3
+        await produce_slowly(servers, topic, messages[:third])
+        await asyncio.sleep(2)  # processed (batches wait at most 50 ms), not committed
+        # what committed so far is counted; the batches in open transactions are not
+        before_join = sum(consumed_partitions(workers[0].web_port, topic).values())
+        assert before_join < third, "no batch was left in an open transaction"
+        workers[1].start()
+        await produce_slowly(servers, topic, messages[third:], pause_s=0.3)
+        inputs = await read_topic(servers, topic, len(messages), settle_s=0)
+        expected, dead_expected = oracle_for(inputs)
+        got = await read_outputs(env, expected, len(dead_expected))
+        for w in workers:
+            w.assert_running()
+        assert_exact(got, expected, dead_expected, inputs)
+        assert all(owns(w, 2) for w in workers)  # the join moved two partitions
+        # committed while the first worker still owned them: none fenced by the second one
+        assert "not committed before its producer stops" not in workers[0].log_text()
+        assert "open transactions before the partitions are revoked" in workers[0].log_text()
+
+        per_partition = collections.Counter(r.partition for r in inputs)
+
+        def counted():
+            total = collections.Counter()
+            for w in workers:
+                total.update(consumed_partitions(w.web_port, topic))
+            return total
+
+        wait_for(lambda: sum(counted().values()) >= len(inputs), 60, "every event counted")
+        assert counted() == per_partition  # each offset once, over both workers
+    finally:
+        for w in workers:
+            if w.proc is not None:
+                w.stop()

@@ -2,10 +2,14 @@
 
 import asyncio
 
+from aiokafka import TopicPartition
+
 from faust.transport.consumer import TransactionManager
 
+from app import transactions
 from app.consumer import FreshProducersTransactionManager
 from app.faust_app import app
+from tests.unit.app import fake_producer
 
 
 class FakeProducer:
@@ -13,6 +17,9 @@ class FakeProducer:
         self._transaction_producers = {tid: object() for tid in tids}
         self._trn_locks = {tid: asyncio.Lock() for tid in tids}
         self.stopped = []
+
+    async def flush(self):
+        pass
 
     async def stop_transaction(self, tid):
         self._transaction_producers.pop(tid)
@@ -57,3 +64,29 @@ async def test_a_producer_is_stopped_only_after_the_batch_in_progress_on_it(monk
     producer._trn_locks["w-1-0"].release()
     await asyncio.wait_for(rebalance, 5)
     assert producer.stopped == ["w-1-0"]
+
+
+async def test_open_transactions_commit_with_their_offsets_when_partitions_are_revoked(
+        monkeypatch):
+    """Before this member rejoins, so before another can own (and fence) the partitions, and
+    before the pipelines forget them: the local writes of the commit still apply."""
+    registry = transactions.OpenTransactions()
+    registry.configure(60_000)  # nothing is due by age
+    monkeypatch.setattr(transactions, "OPEN", registry)
+    manager = app.consumer.transactions
+    producer = FakeProducer(["w-1-0", "w-1-1"])
+    monkeypatch.setattr(manager, "producer", producer)
+    txn_producer = fake_producer.FakeProducer()
+    applied = []
+    txn = registry.join("w-1-0", txn_producer, "unit")
+    txn.consumed(TopicPartition("orders", 0), 42)
+    txn.after_commit.append(lambda: applied.append("local writes"))
+    await producer._trn_locks["w-1-0"].acquire()  # a batch still holds the transaction
+    revoke = asyncio.ensure_future(manager.on_partitions_revoked(set()))
+    await asyncio.sleep(0.05)
+    assert txn_producer.commits == 0
+    producer._trn_locks["w-1-0"].release()
+    await asyncio.wait_for(revoke, 5)
+    assert txn_producer.commits == 1 and applied == ["local writes"]
+    assert txn_producer.offsets == [{TopicPartition("orders", 0): 42}]
+    assert not registry.pending and producer.stopped == []  # the producers stay till assigned

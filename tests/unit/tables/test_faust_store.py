@@ -146,3 +146,28 @@ async def test_committed_records_are_in_rocksdb_at_the_commit_and_load_back(tmp_
     await commit(store, 0, {"u1": 10}, deleted=["u2"])
     assert stored(table, 0) == {"0|e|u1": 10, "0|m": {"next": 1}}
     assert store.load(0) == ({"next": 1}, {"u1": 10})
+
+
+async def test_a_commit_after_the_partition_was_forgotten_still_reaches_its_open_database(
+        tmp_path):
+    """Revoked and kept through a rebalance: the pipeline forgot the partition, but its
+    transaction committed, so the changelog has the records and RocksDB must have them too
+    (Faust's recovery may count them as read)."""
+    table = RocksTable(tmp_path)
+    store = FaustTableStore(table)
+    store.bind(Event(Msg(0))).bind(Event(Msg(1)))
+    table.data._db_for_partition(0)
+    table.data._db_for_partition(1)
+    for partition in (0, 1):
+        store.save(partition, {"next": 3}, {"u1": partition}, [])
+    out0, out1 = Sender(), Sender()
+    await store.flush_changelog(out0, 0)
+    await store.flush_changelog(out1, 1)
+    store.forget(0)
+    store.forget(1)
+    table.data._dbs.pop(1).close()  # partition 1 left this worker: its database closed
+    out0.commit()
+    out1.commit()
+    assert stored(table, 0) == {"0|e|u1": 0, "0|m": {"next": 3}}
+    assert 1 not in table.data._dbs  # not opened again for writes of a partition gone
+    assert store.load(0) == ({"next": 3}, {"u1": 0})
