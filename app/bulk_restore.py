@@ -137,6 +137,8 @@ class BulkRestoringRecovery(Recovery):
 
     async def _build_offsets(self, consumer: Any, tps: Set[TP], destination: Counter[TP],
                              title: str) -> None:
+        if title == "active" and self.restorer is not None:
+            self._start_from_persisted(tps, destination)
         await super()._build_offsets(consumer, tps, destination, title)
         if title != "active" or not tps or self.restorer is None:
             return
@@ -153,6 +155,24 @@ class BulkRestoringRecovery(Recovery):
             {tp: self.tp_to_table[tp] for tp in first}, first, last, limit_s)
         for tp, offset in read_through.items():
             destination[tp] = max(destination[tp], offset)
+
+
+    def _start_from_persisted(self, tps: Set[TP], destination: Counter[TP]) -> None:
+        """Each active partition is read from the offset its store says it holds.
+
+        Faust keeps, between rebalances, the offset each active changelog partition was read
+        through, and its changelog reader, a background task, moves that offset to the
+        highwater whenever the consumer's position on the partition has reached it ("Aborted
+        tx until highwater"). That check ran between a rebalance's new highwaters and its
+        offsets, with the position of the new assignment, and a worker then skipped the
+        changelog records of a partition it kept (the records of its last transaction, which
+        its local database did not hold: its state came back without them). The store's
+        persisted offset is what a restore (Faust's, or this one) last applied; reading on
+        from there, in order, through the highwater gives the committed state whatever the
+        local database holds beyond it."""
+        for tp in tps:
+            table = self.tp_to_table.get(tp)
+            destination[tp] = None if table is None else table.persisted_offset(tp)
 
 
 class BulkRestoringTableManager(TableManager):
