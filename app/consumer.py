@@ -32,6 +32,7 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer
 from faust.types import TP
 
 from app import direct_batches, transactions
+from tables import faust_store
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +205,8 @@ class DeliveredOffsetsConsumer(Consumer):
         return await thread.call_thread(thread._ensure_consumer().end_offsets, list(partitions))
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        await super().on_partitions_revoked(revoked)
+        await super().on_partitions_revoked(revoked)  # commits, then the pipelines forget
+        faust_store.write_all_unapplied()  # before the next generation's recovery
         for tp in revoked:
             self._delivered.pop(tp, None)
             self._delivered_committed.pop(tp, None)

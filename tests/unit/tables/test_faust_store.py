@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import orjson
 import rocksdict
 
+from tables import faust_store
 from tables.faust_store import FaustTableStore
 
 
@@ -137,15 +138,43 @@ def stored(table, partition):
     return {orjson.loads(k): orjson.loads(v) for k, v in table.data._db_for_partition(partition).items()}
 
 
-async def test_committed_records_are_in_rocksdb_at_the_commit_and_load_back(tmp_path):
+async def test_committed_records_reach_rocksdb_coalesced_when_the_partition_loads_again(tmp_path):
     table = RocksTable(tmp_path)
     store = FaustTableStore(table)
     store.bind(Event(Msg(0)))
     table.data._db_for_partition(0)
     await commit(store, 0, {"u1": 1, "u2": 2})
     await commit(store, 0, {"u1": 10}, deleted=["u2"])
-    assert stored(table, 0) == {"0|e|u1": 10, "0|m": {"next": 1}}
-    assert store.load(0) == ({"next": 1}, {"u1": 10})
+    assert stored(table, 0) == {} and store.unapplied(0) == 3  # u1, u2 and the meta, newest
+    assert store.load(0) == ({"next": 1}, {"u1": 10})  # after an abort: what committed
+    assert stored(table, 0) == {"0|e|u1": 10, "0|m": {"next": 1}} and store.unapplied(0) == 0
+
+
+async def test_committed_records_reach_rocksdb_when_the_partition_leaves_memory(tmp_path):
+    table = RocksTable(tmp_path)
+    store = FaustTableStore(table)
+    store.bind(Event(Msg(0))).bind(Event(Msg(1)))
+    table.data._db_for_partition(0)
+    await commit(store, 0, {"u1": 1})
+    await commit(store, 1, {"u9": 9})  # partition 1's database is closed (given up)
+    store.forget(0)
+    store.forget(1)
+    assert stored(table, 0) == {"0|e|u1": 1, "0|m": {"next": 1}}
+    assert 1 not in table.data._dbs and store.unapplied(1) == 0  # its recovery replays it
+
+
+async def test_committed_records_reach_rocksdb_once_enough_distinct_keys_wait(tmp_path, monkeypatch):
+    monkeypatch.setattr(faust_store, "LOCAL_APPLY_RECORDS", 4)
+    table = RocksTable(tmp_path)
+    store = FaustTableStore(table)
+    store.bind(Event(Msg(0)))
+    table.data._db_for_partition(0)
+    for _ in range(5):  # the same keys again and again: 3 distinct records wait
+        await commit(store, 0, {"a": 1, "b": 2})
+    assert stored(table, 0) == {} and store.unapplied(0) == 3
+    await commit(store, 0, {"c": 3, "d": 4})
+    assert stored(table, 0) == {"0|e|a": 1, "0|e|b": 2, "0|e|c": 3, "0|e|d": 4, "0|m": {"next": 2}}
+    assert store.unapplied(0) == 0
 
 
 async def test_a_commit_after_the_partition_was_forgotten_still_reaches_its_open_database(
@@ -171,3 +200,16 @@ async def test_a_commit_after_the_partition_was_forgotten_still_reaches_its_open
     assert stored(table, 0) == {"0|e|u1": 0, "0|m": {"next": 3}}
     assert 1 not in table.data._dbs  # not opened again for writes of a partition gone
     assert store.load(0) == ({"next": 3}, {"u1": 0})
+
+
+async def test_every_store_writes_what_it_holds_at_a_revocation(tmp_path):
+    """A store no pipeline forgets (a merge stage's) holds nothing through a rebalance."""
+    table = RocksTable(tmp_path)
+    store = FaustTableStore(table)
+    store.bind(Event(Msg(0)))
+    table.data._db_for_partition(0)
+    await commit(store, 0, {"w1": "emitted"})
+    assert store.unapplied(0) == 2
+    faust_store.write_all_unapplied()
+    assert stored(table, 0) == {"0|e|w1": "emitted", "0|m": {"next": 1}}
+    assert store.unapplied(0) == 0
