@@ -52,7 +52,7 @@ from app.sinks import Sender, Sink, future_timestamp, send_dead_letter, send_lat
 from app.topics import register_repartition_topic, register_table
 from app.windowed import check_watches, consume_in_batches, progress_line, run_tick
 from tables.dedup import SeenIds
-from tables.engine import Item
+from tables.engine import Item, named_tuple_from
 from tables.faust_store import FaustTableStore
 from tables.ordered import OrderedRelease, ReleaseResult
 from tables.state import SourceOffsets
@@ -97,7 +97,6 @@ rules = FraudRules(settings.fraud_large_amount, settings.fraud_frequency_window_
                    settings.fraud_frequency_max, settings.fraud_max_speed_kmh,
                    settings.fraud_travel_window_ms)
 counters: Dict[str, int] = defaultdict(int)
-_new = tuple.__new__  # an `Item` without its Python-level __new__ (one per transaction)
 
 
 if REPARTITION:
@@ -205,7 +204,7 @@ async def _process_transactions(partition: int, events: Sequence[EventT]) -> Non
             large = rules.large_amount_alert(value)
             if large:
                 await send_alert(out, large)
-            items.append(_new(Item, (message.offset, tx.timestamp, value, event, tx.user_id)))
+            items.append(named_tuple_from(Item, (message.offset, tx.timestamp, value, event, tx.user_id)))
         # rules: late ones aside, the others in event-time order once the watermark passes them
         for store in STORES:
             store.bind(anchor)

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, NamedTuple, Optional
 import faust
 import orjson
 
+from tables.engine import named_tuple_from
 from tables.errors import DecodeError
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -226,16 +227,16 @@ def _plain_transaction(data: Dict[str, Any], limits: InputLimits) -> Optional[Tr
             and ts >= limits.min_event_time_ms):
         return None
     if lat is None and lon is None:
-        return _new(Transaction, (tx_id, user, float(amount), merchant, location, ts, None, None))
+        return named_tuple_from(Transaction, (tx_id, user, float(amount), merchant, location, ts,
+                                             None, None))
     if not (type(lat) in _NUMBER and type(lon) in _NUMBER
             and -90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
         return None  # NaN fails the range checks too
-    return _new(Transaction, (tx_id, user, float(amount), merchant, location, ts, float(lat),
-                              float(lon)))
+    return named_tuple_from(Transaction, (tx_id, user, float(amount), merchant, location, ts,
+                                         float(lat), float(lon)))
 
 
 _NUMBER = (int, float)
-_new = tuple.__new__  # a named tuple from a tuple, without its Python-level __new__: half the cost
 
 
 class _Output(faust.Record, serializer="json", include_metadata=False):

@@ -42,7 +42,7 @@ from operator import itemgetter
 from typing import (Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Set,
                     Tuple)
 
-from tables.engine import Item, LateItem, S
+from tables.engine import Item, LateItem, S, named_tuple_from
 from tables.errors import WeirError
 from tables.state import (Entries, Meta, PartitionCache, PartitionClock, PartitionStore,
                           idle_event_time)
@@ -50,7 +50,6 @@ from tables.watermark import BoundedOutOfOrderness
 
 _TS_TIE = itemgetter(0, 1)  # a buffered event's (ts, tie, value) -> (ts, tie)
 _RELEASE_ORDER = itemgetter(1, 2, 0)  # a `Released`'s (ts, tie, key)
-_new = tuple.__new__  # a named tuple from a tuple, without its Python-level __new__
 
 
 class Released(NamedTuple):
@@ -143,7 +142,7 @@ class OrderedRelease(PartitionCache[_PartitionBuffers]):
                 late.append(LateItem(item, ts, ts + 1, max_ts - delay))
                 continue
             value = item.value
-            arrived.append(_new(Released, (key, ts, tie_of(value), value)))
+            arrived.append(named_tuple_from(Released, (key, ts, tie_of(value), value)))
             if max_ts is None or ts > max_ts:
                 max_ts = ts
         clock.next_offset = next_expected
@@ -210,7 +209,7 @@ class OrderedRelease(PartitionCache[_PartitionBuffers]):
             else:
                 del state.buffers[key]
             changed.add(key)
-        result.released += [_new(Released, (key, ts, tie, next(values[key])))
+        result.released += [named_tuple_from(Released, (key, ts, tie, next(values[key])))
                              for ts, tie, key in popped]
 
     def _save(self, partition: int, state: _PartitionBuffers, changed: Set[str]) -> None:
