@@ -204,7 +204,8 @@ async def _process_transactions(partition: int, events: Sequence[EventT]) -> Non
             large = rules.large_amount_alert(value)
             if large:
                 await send_alert(out, large)
-            items.append(named_tuple_from(Item, (message.offset, tx.timestamp, value, event, tx.user_id)))
+            items.append(named_tuple_from(Item, (message.offset, tx.timestamp, value, event,
+                                                 tx.user_id)))
         # rules: late ones aside, the others in event-time order once the watermark passes them
         for store in STORES:
             store.bind(anchor)

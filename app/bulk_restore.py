@@ -156,7 +156,6 @@ class BulkRestoringRecovery(Recovery):
         for tp, offset in read_through.items():
             destination[tp] = max(destination[tp], offset)
 
-
     def _start_from_persisted(self, tps: Set[TP], destination: Counter[TP]) -> None:
         """Each active partition is read from the offset its store says it holds.
 
