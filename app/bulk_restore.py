@@ -137,7 +137,7 @@ class BulkRestoringRecovery(Recovery):
 
     async def _build_offsets(self, consumer: Any, tps: Set[TP], destination: Counter[TP],
                              title: str) -> None:
-        if title == "active" and self.restorer is not None:
+        if title == "active":  # with or without the bulk step: Faust's own reading too
             self._start_from_persisted(tps, destination)
         await super()._build_offsets(consumer, tps, destination, title)
         if title != "active" or not tps or self.restorer is None:

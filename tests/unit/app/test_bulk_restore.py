@@ -62,3 +62,12 @@ async def test_standby_offsets_are_left_to_faust():
     offsets = Counter({standby: 40})
     await rec._build_offsets(Consumer(), {standby}, offsets, "standby")
     assert offsets == {standby: 40} and rec.restorer.asked is None
+
+
+async def test_without_the_bulk_step_faust_reads_a_kept_partition_from_what_its_store_holds():
+    kept = TP("app-view-changelog", 2)
+    rec = recovery(Table({kept: 79}), {kept: 166})
+    rec.restorer = None  # WEIR_BULK_RESTORE=false
+    offsets = Counter({kept: 166})
+    await rec._build_offsets(Consumer(), {kept}, offsets, "active")
+    assert offsets == {kept: 79}  # Faust reads 80..166 itself
