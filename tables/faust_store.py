@@ -25,9 +25,9 @@ generation's recovery (`write_all_unapplied`): nothing waits through a rebalance
 The local database is read only when a state is loaded, and a recovery reads each
 changelog partition from the store's persisted offset (`app.bulk_restore`), which
 these writes never move, so what did not reach RocksDB before a crash is restored
-from the changelog. Writing each batch's records at its
-commit took 7% of the fraud worker's CPU at 1,000,000 transactions (a user's state is
-written once per batch, and its key many times a minute).
+from the changelog. Writing each batch's records at its commit took 7% of the fraud
+worker's CPU at 1,000,000 transactions (a user's state is written once per batch, and
+its key many times a minute).
 """
 
 from __future__ import annotations
