@@ -229,6 +229,10 @@ def _clock(ms: int) -> str:
 def main() -> None:
     """Console entry point; bad settings stop here with the setting's name."""
     try:
+        from app import event_loop
+        from app.settings import Settings
+
+        event_loop.install(Settings.from_env().event_loop)  # before any loop exists
         from app.faust_app import app, settings
         from app import log_throttle
         from app.gc_tuning import tune

@@ -13,7 +13,7 @@ import sys
 
 import faust
 
-from app import direct_batches, monitoring, transactions
+from app import direct_batches, event_loop, monitoring, transactions
 from app.bulk_restore import BulkRestorer, table_manager
 from app.kafka_auth import broker_credentials, client_options
 from app.partition_log import PartitionLog
@@ -85,7 +85,8 @@ class WeirApp(faust.App):
         if settings.processing_guarantee == "exactly_once":
             self._drop_local_state()
         created = await provision(settings)
-        log.info("Topics ready on %s (%d created)", settings.kafka_servers, len(created))
+        log.info("Topics ready on %s (%d created); event loop: %s", settings.kafka_servers,
+                 len(created), event_loop.running())
 
 
 app = WeirApp(

@@ -301,6 +301,11 @@ SPECS: Dict[str, Spec] = {
         "transaction while the broker still writes the previous commit's markers (aiokafka "
         "waits 20 ms; every batch is a transaction, so this wait is paid once per batch).",
     ),
+    "event_loop": Spec(
+        "WEIR_EVENT_LOOP", "uvloop", _choice("uvloop", "asyncio"),
+        "Event loop of the `weir` command's processes: uvloop (about 9% less CPU per "
+        "transaction on the fraud worker) or asyncio's own.",
+    ),
     "processing_guarantee": Spec(
         "WEIR_PROCESSING_GUARANTEE", "exactly_once", _choice("exactly_once", "at_least_once"),
         "Faust processing guarantee.",
@@ -449,6 +454,7 @@ class Settings:
     offsets_commit_interval_ms: int
     fetch_max_wait_ms: int
     txn_retry_backoff_ms: int
+    event_loop: str
     bulk_restore: str
     consumer_session_timeout_ms: int
     web_host: str
