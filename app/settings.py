@@ -297,9 +297,9 @@ SPECS: Dict[str, Spec] = {
     ),
     "txn_retry_backoff_ms": Spec(
         "WEIR_TXN_RETRY_BACKOFF_MS", "5", _int(1, 1000),
-        "Wait before a transactional producer asks again to add a partition to its next "
-        "transaction while the broker still writes the previous commit's markers (aiokafka "
-        "waits 20 ms; every batch is a transaction, so this wait is paid once per batch).",
+        "Wait before a transactional producer asks again to add partitions or consumed offsets "
+        "to its next transaction while the broker still writes the previous commit's markers "
+        "(aiokafka waits 20 ms and 100 ms).",
     ),
     "event_loop": Spec(
         "WEIR_EVENT_LOOP", "uvloop", _choice("uvloop", "asyncio"),
