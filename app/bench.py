@@ -386,6 +386,7 @@ class Options:
     latency_out_of_orderness_ms: int = 200
     fraud_latency_rate: float = 5_000.0
     recovery_keys: int = 1_000_000
+    offered_tick_ms: int = 5
 
 
 SUBJECTS = ("weir", "quix", "ceiling", "weir-pageviews", "weir-fraud", "weir-latency",
@@ -447,7 +448,8 @@ async def _run(servers: str, events: int, partitions: int, subjects: List[str],
             await isolate()
             lat = await bench_close_latency(
                 servers, partitions, options.latency_rate, options.latency_seconds,
-                options.latency_window_ms, options.latency_out_of_orderness_ms, work, say)
+                options.latency_window_ms, options.latency_out_of_orderness_ms, work, say,
+                options.offered_tick_ms)
             extra["close_latency"] = asdict(lat)
             say(close_latency_lines(lat))
             continue
@@ -472,7 +474,8 @@ async def _run(servers: str, events: int, partitions: int, subjects: List[str],
         if subject == "weir-fraud":
             await isolate()
             lat = await bench_fraud_latency(servers, partitions, options.fraud_latency_rate,
-                                            options.latency_seconds, work, say)
+                                            options.latency_seconds, work, say,
+                                            options.offered_tick_ms)
             extra["fraud_latency"] = asdict(lat)
             say(fraud_latency_lines(lat))
     if results:

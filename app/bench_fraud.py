@@ -152,7 +152,8 @@ def alert_latencies(inputs: Mapping[int, Sequence[Record]], alerts: Sequence[Rec
 
 
 async def bench_fraud_latency(servers: str, partitions: int, rate: float, seconds: float,
-                              work: Path, say: Callable[[str], None]) -> FraudLatencyResult:
+                              work: Path, say: Callable[[str], None],
+                              tick_ms: int = 5) -> FraudLatencyResult:
     from app.bench import create_topic, weir_env
 
     oracle = fraud_oracle()
@@ -179,7 +180,8 @@ async def bench_fraud_latency(servers: str, partitions: int, rate: float, second
         return (txs, want), len(want)
 
     run = await run_offered_load(servers, env, topic, out, work / "weir-fraud-latency.log",
-                                 rate, seconds, transaction, alerts_due, "transactions", say)
+                                 rate, seconds, transaction, alerts_due, "transactions", say,
+                                 tick_ms)
     txs, want = run.expected
     got = {a["alertId"]: a for a in (orjson.loads(r.value) for r in run.outputs)}
     correct = len(got) == len(run.outputs) and same_alerts(got, want)

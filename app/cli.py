@@ -113,11 +113,13 @@ def _register_commands(app, conf) -> None:
                help="weir-fraud: transactions/s offered in its latency run"),
         option("--recovery-keys", type=int, default=1_000_000,
                help="weir-recovery: keys in the table to restore"),
+        option("--offered-tick-ms", type=int, default=5,
+               help="latency runs: the load is sent every this many ms (and lingers as long)"),
     )
     async def bench(self, events: int, partitions: int, subjects: str, json_path: str,
                     latency_rate: float, latency_seconds: float, latency_window_ms: int,
                     latency_out_of_orderness_ms: int, fraud_latency_rate: float,
-                    recovery_keys: int) -> None:
+                    recovery_keys: int, offered_tick_ms: int) -> None:
         """Measure Weir's order windows against Quix Streams and a bare consume loop; also
         close latency, recovery and the fraud pipeline (see the README)."""
         from app import bench as benchmark
@@ -127,7 +129,7 @@ def _register_commands(app, conf) -> None:
             local_broker.start(home, conf.broker_port, conf.broker_controller_port)
         options = benchmark.Options(latency_rate, latency_seconds, latency_window_ms,
                                     latency_out_of_orderness_ms, fraud_latency_rate,
-                                    recovery_keys)
+                                    recovery_keys, offered_tick_ms)
         await benchmark.run(conf.kafka_servers, events, partitions,
                             [s.strip() for s in subjects.split(",") if s.strip()],
                             Path(json_path) if json_path else None, say=self.say,
