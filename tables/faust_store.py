@@ -109,6 +109,8 @@ class FaustTableStore:
         #: per partition, each live entry's table key, encoded (a key is written many times:
         #: a user's state once per batch of that user)
         self._keys: Dict[int, Dict[str, bytes]] = {}
+        #: per partition, its meta's table key, encoded (written once per batch)
+        self._meta_keys: Dict[int, bytes] = {}
         #: committed records of live partitions not yet in RocksDB: encoded key -> value or None
         self._unapplied: Dict[int, Dict[bytes, Optional[bytes]]] = {}
         _STORES.add(self)
@@ -178,7 +180,10 @@ class FaustTableStore:
                 table_key = keys[key] = _encode(f"{partition}|e|{key}")
             table_keys.append(table_key)
             values.append(value)
-        table_keys.append(_encode(f"{partition}|m"))
+        meta_key = self._meta_keys.get(partition)
+        if meta_key is None:
+            meta_key = self._meta_keys[partition] = _encode(f"{partition}|m")
+        table_keys.append(meta_key)
         values.append(meta)
 
     async def flush_changelog(self, out: Any, partition: int) -> None:
