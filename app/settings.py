@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional
 if TYPE_CHECKING:
     from app.models import InputLimits  # app.models imports this module
 
+from app.event_loop import LOOPS as EVENT_LOOPS
 from tables.errors import ConfigError
 
 
@@ -302,7 +303,7 @@ SPECS: Dict[str, Spec] = {
         "(aiokafka waits 20 ms and 100 ms).",
     ),
     "event_loop": Spec(
-        "WEIR_EVENT_LOOP", "uvloop", _choice("uvloop", "asyncio"),
+        "WEIR_EVENT_LOOP", "uvloop", _choice(*EVENT_LOOPS),
         "Event loop of the `weir` command's processes: uvloop (about 9% less CPU per "
         "transaction on the fraud worker) or asyncio's own.",
     ),
