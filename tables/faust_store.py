@@ -60,8 +60,7 @@ def write_all_unapplied() -> None:
     later over the state that recovery restored (maybe another worker's newer records of the
     same keys), as a partition's next `load` writes what it holds first."""
     for store in list(_STORES):
-        for partition in list(store._unapplied):
-            store._write_unapplied(partition)
+        store.write_unapplied()
 
 
 class _Writes(NamedTuple):
@@ -219,6 +218,11 @@ class FaustTableStore:
     def unapplied(self, partition: int) -> int:
         """How many committed records of the partition wait to be written to RocksDB."""
         return len(self._unapplied.get(partition, ()))
+
+    def write_unapplied(self) -> None:
+        """Write every partition's held records to RocksDB now."""
+        for partition in list(self._unapplied):
+            self._write_unapplied(partition)
 
     def _write_unapplied(self, partition: int) -> None:
         records = self._unapplied.pop(partition, None)
