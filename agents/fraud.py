@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from typing import Dict, List, Sequence
+from typing import Any, Dict, List, Sequence
 
 from faust.types import TP, EventT
 
@@ -221,11 +221,20 @@ async def _process_transactions(partition: int, events: Sequence[EventT]) -> Non
 
 async def evaluate_and_publish(out: Sender, partition: int, result: ReleaseResult) -> None:
     """Run the ordered rules on the released transactions, expire old state, send it all."""
-    by_user: Dict[str, List[dict]] = defaultdict(list)
+    # per user its transaction, or a list once it has several: most users have one in a
+    # batch, and a list each lived (and was walked by the garbage collector) until its end
+    by_user: Dict[str, Any] = {}
     for r in result.released:
-        by_user[r.key].append(r.value)
+        held = by_user.get(r.key)
+        if held is None:
+            by_user[r.key] = r.value
+        elif type(held) is list:
+            held.append(r.value)
+        else:
+            by_user[r.key] = [held, r.value]
     states = users.view(partition)
-    for user, txs in by_user.items():
+    for user, held in by_user.items():
+        txs = held if type(held) is list else (held,)  # a transaction is a tuple
         state, alerts = rules.evaluate(states.get(user), txs)
         states.put(user, state, txs[-1][TS])
         for alert in alerts:

@@ -24,14 +24,14 @@ as its transaction waited). The rules:
 The user state is bounded: the times of the last ``max + 1`` transactions
 within the frequency window (enough to decide ``count > max``; so ``count``
 is reported up to ``max + 1``), the previous transaction, and the time of the
-last HIGH_FREQUENCY alert. It is a plain tuple ``(recent, prev, hfAlertTs)``
-(JSON: a list): a tuple of times, the previous transaction as a tuple ``(id,
-location, ts, lat, lon)`` or None, and a time or None. Tuples of scalars and
-tuples only: CPython's garbage collector stops tracking such a tuple once it
-has seen it (one holding a dict, even an untracked one, stays tracked), so a
-worker holding 100,000 users' states does not walk them in each full
-collection (with dicts and lists: pauses of 100 to 280 ms, every few seconds at
-full speed).
+last HIGH_FREQUENCY alert. It is one flat tuple of scalars ``(hfAlertTs, prevId,
+prevLocation, prevTs, prevLat, prevLon, *recent)`` (JSON: a flat list; the
+``prev`` fields all None before the first transaction). One tuple of scalars:
+CPython's garbage collector stops tracking it once it has seen it, so a worker
+holding 100,000 users' states does not walk them in each full collection (with
+dicts and lists: pauses of 100 to 280 ms, every few seconds at full speed), and
+a user's update allocates one object that outlives its batch (nested tuples made
+four, each walked by the collector before it let them go).
 """
 
 from __future__ import annotations
@@ -47,8 +47,9 @@ EARTH_RADIUS_KM = 6371.0088
 Tx = Sequence[Any]  # (id, user, amount, location, ts, lat, lon): a tuple, or a list once stored
 ID, USER, AMOUNT, LOCATION, TS, LAT, LON = range(7)  # the fields of a Tx
 Previous = Tuple[str, str, int, Optional[float], Optional[float]]  # id, location, ts, lat, lon
-UserState = Tuple[Tuple[int, ...], Optional[Previous], Optional[int]]  # recent, prev, hfAlertTs
-RECENT, PREV, HF_ALERT_TS = 0, 1, 2  # the fields of a UserState
+UserState = Tuple[Any, ...]  # hfAlertTs, prevId, prevLocation, prevTs, prevLat, prevLon, *recent
+HF_ALERT_TS, PREV_FROM, RECENT_FROM = 0, 1, 6  # where a UserState's parts are
+_NO_PREVIOUS = (None,) * (RECENT_FROM - PREV_FROM)
 Alert = Dict[str, Any]
 
 
@@ -61,14 +62,17 @@ def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
 
 
 def load_user_state(stored: Any) -> UserState:
-    """A user state as stored (JSON: a list; the dict of earlier versions is read too) ->
-    the tuple `FraudRules.evaluate` returns."""
+    """A user state as stored (JSON: a flat list; the ``[recent, prev, hfAlertTs]`` lists and
+    the dicts of earlier versions are read too) -> the tuple `FraudRules.evaluate` returns."""
     if isinstance(stored, dict):
         prev = stored["prev"]
-        return tuple(stored["recent"]), None if prev is None else (
-            prev["id"], prev["location"], prev["ts"], prev["lat"], prev["lon"]), stored["hfAlertTs"]
-    prev = stored[PREV]
-    return tuple(stored[RECENT]), None if prev is None else tuple(prev), stored[HF_ALERT_TS]
+        fields = _NO_PREVIOUS if prev is None else (
+            prev["id"], prev["location"], prev["ts"], prev["lat"], prev["lon"])
+        return (stored["hfAlertTs"], *fields, *stored["recent"])
+    if stored and isinstance(stored[0], list):  # [recent, prev, hfAlertTs]
+        recent, prev, hf_alert_ts = stored
+        return (hf_alert_ts, *(_NO_PREVIOUS if prev is None else prev), *recent)
+    return tuple(stored)
 
 
 @dataclass(frozen=True)
@@ -105,7 +109,9 @@ class FraudRules:
             recent: List[int] = []
             prev, hf_alert_ts = None, None
         else:
-            recent, prev, hf_alert_ts = list(state[RECENT]), state[PREV], state[HF_ALERT_TS]
+            hf_alert_ts = state[HF_ALERT_TS]
+            prev = None if state[PREV_FROM] is None else tuple(state[PREV_FROM:RECENT_FROM])
+            recent = list(state[RECENT_FROM:])
         alerts: List[Alert] = []
         window_ms, most = self.frequency_window_ms, self.frequency_max
         keep = most + 1  # enough to tell count > most
@@ -128,7 +134,7 @@ class FraudRules:
                 if alert:
                     alerts.append(alert)
             prev = (tx[ID], tx[LOCATION], ts, tx[LAT], tx[LON])
-        return (tuple(recent), prev, hf_alert_ts), alerts
+        return (hf_alert_ts, *(_NO_PREVIOUS if prev is None else prev), *recent), alerts
 
     def _travel(self, prev: Previous, tx: Tx) -> Optional[Alert]:
         _, location, ts, lat, lon = prev

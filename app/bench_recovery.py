@@ -71,7 +71,7 @@ def user_state(i: int, ts_ms: int) -> list:
     """What `agents.fraud_rules` keeps per user, under `tables.ttl.TtlState`'s envelope
     ``[value, touched]``."""
     prev = [f"r{i}-user-{i:07d}", "Oslo", ts_ms, 59.9139, 10.7522]  # id, location, ts, lat, lon
-    return [[[ts_ms], prev, None], ts_ms]  # recent, prev, hfAlertTs
+    return [[None, *prev, ts_ms], ts_ms]  # hfAlertTs, prev..., recent...
 
 
 async def fill_changelog(servers: str, topic: str, keys: int, partitions: int,

@@ -31,7 +31,7 @@ from faust.transport.consumer import TransactionManager
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer
 from faust.types import TP
 
-from app import direct_batches, transactions
+from app import direct_batches, fetched_records, transactions
 from tables import faust_store
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ class ShortFetchWaitThread(AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         from app.faust_app import settings
 
+        fetched_records.install()
         client = super()._create_worker_consumer(transport)
         client._fetch_max_wait_ms = settings.fetch_max_wait_ms  # read when the client starts
         return client

@@ -4,8 +4,8 @@ Faust hands every fetched record to its agents one at a time: a `Message`, a
 channel hop, an `Event`, and several asyncio tasks per record (its drain loop's
 ``wait_first``). Measured on a worker, that machinery took over 60% of the CPU
 time and the pipelines under 5%. On this path the consumer's drain loop gives
-each partition's fetched records, as one list of `LogEvent`, to the handler its
-topic registered here, and awaits it, so a slow pipeline holds the fetching
+each partition's fetched records, as one list of events (`app.fetched_records`),
+to the handler its topic registered here, and awaits it, so a slow pipeline holds the fetching
 (backpressure) instead of filling a buffer. Topics without a handler (changelogs
 in recovery, the internal partials topics) still take Faust's path.
 
@@ -22,6 +22,7 @@ from typing import Awaitable, Callable, Dict, List, Optional, Sequence, Set, Tup
 
 from faust.types import TP
 
+from app.fetched_records import FetchedRecord
 from app.partition_log import LogEvent, ReadBatch
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,8 @@ def positions_moved() -> None:
 
 
 def as_events(tp: TP, records: List, generation: int) -> ReadBatch:
-    """aiokafka records of one partition as Faust-event-shaped `LogEvent`s.
+    """aiokafka records of one partition as Faust-shaped events: the `FetchedRecord`s
+    themselves, or `LogEvent`s of other records.
 
     The client hands a partition's records in offset order, skipping only what a
     read_committed consumer must not see (commit markers, aborted records), so a batch
@@ -130,6 +132,8 @@ def as_events(tp: TP, records: List, generation: int) -> ReadBatch:
     if previous is not None and previous[0] == generation and previous[1] < records[0].offset:
         covers_from = previous[1] + 1
     READ_THROUGH[tp] = (generation, records[-1].offset)
+    if type(records[0]) is FetchedRecord:  # already event-shaped (`app.fetched_records`)
+        return ReadBatch(records, covers_from)
     return ReadBatch([LogEvent(topic, partition, r.offset, r.key, r.value) for r in records],
                      covers_from)
 

@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 
 from operator import itemgetter
 
-from agents.fraud_rules import (ID, RECENT, FraudRules, haversine_km, load_transaction,
+from agents.fraud_rules import (ID, RECENT_FROM, FraudRules, haversine_km, load_transaction,
                                 load_user_state)
 from tables.engine import Item
 from tables.errors import ConfigError
@@ -72,7 +72,7 @@ def test_count_is_reported_up_to_max_plus_one():
     state = None
     for i in range(8):
         state, _ = RULES.evaluate(state, [tx(i, i)])
-    assert len(state[RECENT]) == 6
+    assert len(state[RECENT_FROM:]) == 6
 
 
 @pytest.mark.parametrize("apart_ms, alerts", [(59_999, 1), (60_000, 0)])
@@ -202,6 +202,7 @@ def test_a_user_state_is_left_alone_by_the_garbage_collector_once_seen():
     state = None
     for i in range(8):  # with a burst alert and a previous transaction with coordinates
         state, _ = RULES.evaluate(state, [tx(i, i, "Oslo", OSLO)])
+    assert {type(field) for field in state} <= {int, float, str, type(None)}  # one flat tuple
     entry = (state, 7)  # as `tables.ttl.TtlState` keeps it
     gc.collect()
     gc.collect()  # the outer tuples go once their members are untracked
@@ -216,12 +217,15 @@ def test_a_stored_user_state_loads_as_the_state_it_was():
         RULES.evaluate(state, later)
 
 
-def test_a_user_state_stored_as_a_dict_by_earlier_versions_still_loads():
+def test_a_user_state_stored_by_earlier_versions_still_loads():
     prev = {"id": "t001", "user": "u", "amount": 10.0, "location": "Paris", "ts": 1_000,
             "lat": PARIS[0], "lon": PARIS[1]}
-    stored = {"recent": [0, 1_000], "prev": prev, "hfAlertTs": None}
+    as_dict = {"recent": [0, 1_000], "prev": prev, "hfAlertTs": None}
+    as_lists = [[0, 1_000], ["t001", "Paris", 1_000, PARIS[0], PARIS[1]], None]
     state, _ = RULES.evaluate(None, [tx(0, 0, "Oslo", OSLO), tx(1, 1_000, "Paris", PARIS)])
-    assert load_user_state(stored) == state
+    assert load_user_state(as_dict) == state == load_user_state(as_lists)
+    empty = [[], None, None]  # no transaction yet: no previous one
+    assert load_user_state(empty) == (None,) * 6 == RULES.evaluate(None, [])[0]
 
 
 def test_a_buffered_transaction_loads_as_the_tuple_it_was_and_from_a_dict_of_earlier_versions():

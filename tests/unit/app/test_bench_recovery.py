@@ -2,8 +2,10 @@
 
 import datetime
 
-from agents.fraud_rules import load_user_state
+from agents.fraud_rules import FraudRules, load_user_state
 from app.bench_recovery import log_time, metric_value, user_state
+
+RULES = FraudRules()
 
 
 def test_log_time_is_the_stamp_of_the_first_matching_line():
@@ -26,6 +28,6 @@ def test_metric_value_reads_one_labelled_sample():
 def test_user_state_has_the_ttl_envelope_of_the_fraud_rules_state():
     state = user_state(3, 1_000)
     value, touched = state
-    recent, prev, hf_alert_ts = load_user_state(value)
-    assert touched == 1_000 and recent == (1_000,) and hf_alert_ts is None
-    assert prev[0] == "r3-user-0000003" and prev[2] == 1_000
+    loaded = load_user_state(value)
+    assert loaded == (None, "r3-user-0000003", "Oslo", 1_000, 59.9139, 10.7522, 1_000)
+    assert touched == 1_000 and RULES.evaluate(loaded, []) == (loaded, [])
