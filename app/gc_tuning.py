@@ -14,6 +14,18 @@ pipeline's throughput. At every 1,000th they come about every 20 s. Young
 objects are still collected as often as before, so short-lived cycles go as
 soon as before; cycles that reach the oldest generation wait longer (their
 memory stayed within the noise of the runs: peak RSS 367-370 MB either way).
+
+The middle generation is collected at every other young collection (threshold 0:
+whenever one young collection happened since the last middle one). A batch's
+objects (its fetched records, decoded transactions, releases) outlive a young
+collection and die when the batch ends, so with CPython's threshold of 10 each was
+walked twice, once young and once in a middle collection of about 6,400 objects
+(2.5 ms each, 0.4 us an object: more than half of the collector's time on the fraud
+pipeline, which took about a fifth of the worker's CPU; with the collector off the
+same run was 25% faster). Now half of them are walked once, in a middle collection
+of about 1,400: alternating 1,000,000-transaction runs, 4.5% more throughput and
+4.5% less CPU on average (4 pairs). A full collection comes after 10,000 middle
+ones, that is after 20,000 young ones (before: 1,000 middle, 10,000 young).
 """
 
 from __future__ import annotations
@@ -21,18 +33,20 @@ from __future__ import annotations
 import gc
 import time
 
-FULL_EVERY = 1_000  # full collection after this many middle-generation ones (CPython: 10)
+MIDDLE_EVERY = 0  # middle collection once a young one happened since the last (CPython: 10)
+FULL_EVERY = 10_000  # full collection after this many middle-generation ones (CPython: 10)
 
 
 def tune() -> None:
-    """Freeze what exists now (never scanned again), make full collections rarer, and time
-    every collection (`weir_gc_pause_seconds`)."""
+    """Freeze what exists now (never scanned again), collect the middle generation at every
+    other young collection and the full heap rarely, and time every collection
+    (`weir_gc_pause_seconds`)."""
     from app.metrics import GC_PAUSES
 
     _pauses[:] = [GC_PAUSES]  # imported now: never from inside a collection at exit
     gc.freeze()
-    young, middle, _ = gc.get_threshold()
-    gc.set_threshold(young, middle, FULL_EVERY)
+    young, _, _ = gc.get_threshold()
+    gc.set_threshold(young, MIDDLE_EVERY, FULL_EVERY)
     if _time_pause not in gc.callbacks:
         gc.callbacks.append(_time_pause)
 

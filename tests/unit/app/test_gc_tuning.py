@@ -20,10 +20,37 @@ def test_every_collection_is_timed_and_full_ones_are_rarer():
         gc_tuning.tune()
         gc_tuning.tune()  # twice: still one callback
         assert gc.callbacks.count(gc_tuning._time_pause) == 1
-        assert gc.get_threshold()[2] == gc_tuning.FULL_EVERY
+        assert gc.get_threshold()[1:] == (gc_tuning.MIDDLE_EVERY, gc_tuning.FULL_EVERY)
         before = _count("1")
         gc.collect(1)
         assert _count("1") == before + 1
+    finally:
+        gc.callbacks.remove(gc_tuning._time_pause)
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
+
+
+def _collections() -> int:
+    return sum(generation["collections"] for generation in gc.get_stats())
+
+
+def test_an_object_alive_through_two_young_collections_is_in_the_oldest_generation():
+    """A batch's objects are walked by at most two collections before they reach the oldest
+    generation (with CPython's default thresholds: eleven)."""
+    thresholds = gc.get_threshold()
+    try:
+        gc_tuning.tune()
+        gc.collect()
+        survivor = [object()]  # a list: tracked
+        start, seen, keep = _collections(), _collections(), []
+        while _collections() - start <= 2:
+            keep.append([])  # tracked allocations that stay alive: they trigger collections
+            if _collections() != seen:
+                seen = _collections()
+                if any(o is survivor for o in gc.get_objects(2)):
+                    break
+        assert any(o is survivor for o in gc.get_objects(2)), _collections() - start
+        assert 1 <= _collections() - start <= 2
     finally:
         gc.callbacks.remove(gc_tuning._time_pause)
         gc.unfreeze()
