@@ -25,7 +25,7 @@ import bisect
 import math
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -266,6 +266,8 @@ class CloseLatencyResult:
     append_to_visible: Latency
     input_to_partial: Latency  # closing input append -> last partition's watermark sent
     partial_to_result: Latency  # that watermark sent -> result append (commit + merge)
+    slowest: List[Tuple[int, int, int]] = field(default_factory=list)  # the 5 slowest windows:
+    # (window start, closing input -> watermark sent, watermark sent -> result append), in ms
     peak_rss_mb: Optional[float] = None
     cpu_s: Optional[float] = None
     note: str = ""
@@ -318,10 +320,10 @@ def close_latencies(closed: Mapping[int, Tuple[int, int]], outputs: Sequence[Rec
 
 def stages(closed: Mapping[int, Tuple[int, int]], outputs: Sequence[Record],
            partials: Sequence[Tuple[int, dict]], view: str, partitions: int, window_ms: int
-           ) -> Tuple[List[float], List[float]]:
-    """Per window result: (closing input append -> last watermark sent to the merge,
-    that -> result append)."""
-    first, second = [], []
+           ) -> Dict[int, Tuple[int, int]]:
+    """Per window result: window start -> (closing input append -> last watermark sent to
+    the merge, that -> result append)."""
+    split: Dict[int, Tuple[int, int]] = {}
     done = set()
     for r in outputs:
         m = orjson.loads(r.value)
@@ -331,9 +333,8 @@ def stages(closed: Mapping[int, Tuple[int, int]], outputs: Sequence[Record],
         done.add(start)
         sent = watermark_sent(partials, view, partitions, start + window_ms)
         if sent is not None:
-            first.append(sent - closed[start][1])
-            second.append(r.timestamp - sent)
-    return first, second
+            split[start] = (sent - closed[start][1], r.timestamp - sent)
+    return split
 
 
 @dataclass
@@ -422,11 +423,14 @@ async def bench_close_latency(servers: str, partitions: int, rate: float, second
     to_append, to_visible, correct = close_latencies(closed, run.outputs)
     partials = [(r.timestamp, orjson.loads(r.value)) for recs in (await read_log(
         servers, f"{env['WEIR_APP_ID']}-orders-partials")).values() for r in recs]
-    first, second = stages(closed, run.outputs, partials, "orders-totals", partitions,
-                           window_ms)
+    split = stages(closed, run.outputs, partials, "orders-totals", partitions, window_ms)
+    slowest = sorted(((start, a, b) for start, (a, b) in split.items()),
+                     key=lambda s: s[1] + s[2], reverse=True)[:5]
     return CloseLatencyResult(rate, run.achieved_rate, seconds, window_ms, delay_ms, len(closed),
                               correct, summarize(to_append), summarize(to_visible),
-                              summarize(first), summarize(second), run.peak_rss_mb, run.cpu_s,
+                              summarize([a for a, _ in split.values()]),
+                              summarize([b for _, b in split.values()]), slowest,
+                              run.peak_rss_mb, run.cpu_s,
                               f"{partitions} partitions, LogAppendTime, exactly_once")
 
 

@@ -96,9 +96,9 @@ def test_merge_hears_of_a_watermark_from_the_last_partition_to_report_it():
 
 def test_stages_split_the_latency_at_the_watermark_sent_to_the_merge():
     partials = [(20, wm(0, 2_000)), (25, wm(1, 2_000))]
-    first, second = stages({1_000: (3, 13)}, [result(1_000, 3, 40, 55)], partials,
-                           "orders-totals", 2, 1_000)
-    assert (first, second) == ([12], [15])
+    split = stages({1_000: (3, 13)}, [result(1_000, 3, 40, 55)], partials, "orders-totals", 2,
+                   1_000)
+    assert split == {1_000: (12, 15)}
 
 
 def test_the_printed_verdict_follows_the_p99_target():
