@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import time
 from contextlib import asynccontextmanager
-from typing import (AbstractSet, Any, AsyncIterator, Callable, Dict, FrozenSet, Iterable, List,
-                    Optional, Sequence, Tuple)
+from typing import (AbstractSet, Any, AsyncIterator, Callable, Dict, FrozenSet, Hashable,
+                    Iterable, List, Optional, Sequence, Tuple)
 
 import orjson
 from aiokafka import TopicPartition
@@ -62,16 +62,30 @@ class Sender:
             txn.after_commit if txn is not None else [])
 
     async def send(self, topic: str, key: Optional[bytes], value: Any,
-                   partition: Optional[int] = None, urgent: bool = True) -> None:
+                   partition: Optional[int] = None, slot: Optional[Hashable] = None) -> None:
         """Send one record. To another stage's topic, it makes the transaction commit at the
-        end of the batch, unless not ``urgent`` (it then goes with the next commit)."""
+        end of the batch. It replaces what `send_at_commit` held for ``slot``."""
         data = value if value is None or isinstance(value, bytes) else orjson.dumps(value)
         if self.transactional:
-            if urgent and topic in self._stage_topics:  # that stage reads committed records
+            if topic in self._stage_topics:  # that stage reads committed records
                 self._txn.urgent = True
+            if slot is not None:
+                self._txn.at_commit.pop(slot, None)
             await self._producer.send(topic, data, key=key, partition=partition)
         else:
             await self._producer.send(topic, key, data, partition, None, None)
+
+    async def send_at_commit(self, slot: Hashable, topic: str, key: Optional[bytes], value: Any,
+                             partition: Optional[int] = None) -> None:
+        """Send one record when the transaction commits, not now (it then holds back no
+        later record of the partition from read_committed consumers meanwhile, and does not
+        make the transaction commit early). A later record for the same ``slot`` replaces
+        it. Without a transaction it is sent now."""
+        if not self.transactional:
+            await self.send(topic, key, value, partition)
+            return
+        data = value if value is None or isinstance(value, bytes) else orjson.dumps(value)
+        self._txn.at_commit[slot] = (topic, key, data, partition)
 
     async def send_many(self, topic: str, partition: int,
                         records: Iterable[Tuple[bytes, Optional[bytes]]]) -> None:

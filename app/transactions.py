@@ -15,7 +15,14 @@ partition's transaction now takes its batches one after the other and commits
   other member can own them), and when the worker stops.
 
 Outputs are appended as soon as a batch sends them; consumers that read committed
-records see them when the transaction commits. Local state follows commits as
+records see them when the transaction commits. A record that another stage need not
+see at once goes just before the commit instead (`Sender.send_at_commit`): appended
+early, it would hold back every later record of its partition from that stage, since
+a read_committed consumer reads no further than the first offset of a transaction
+still open (the last stable offset). Seen on the orders partials, which every source
+partition's transaction writes: a watermark that closed no window, appended in one
+partition's transaction and committed up to 50 ms later, held back the watermarks
+that closed a window, sent and committed at once by the other partitions. Local state follows commits as
 before (`OpenTransaction.after_commit`).
 
 The consumed offsets go with a transaction at most every
@@ -38,7 +45,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Dict, Hashable, List
+from typing import Any, Callable, Dict, Hashable, List, Optional, Tuple
 
 from aiokafka import TopicPartition
 
@@ -58,6 +65,8 @@ class OpenTransaction:
         self.after_commit: List[Callable[[], None]] = []
         self.on_abort: Dict[Hashable, Callable[[], None]] = {}
         self.urgent = False  # a batch fed another stage: commit at its end
+        #: records sent just before the commit (`Sender.send_at_commit`), by slot
+        self.at_commit: Dict[Hashable, Tuple[str, Optional[bytes], bytes, Optional[int]]] = {}
 
     def consumed(self, tp: TopicPartition, next_offset: int) -> None:
         if next_offset > self.offsets.get(tp, -1):
@@ -120,6 +129,8 @@ class OpenTransactions:
             offsets[tp] = max(next_offset, offsets.get(tp, -1))
         send = bool(offsets) and (with_offsets or self._offsets_due(tid))
         try:
+            for topic, key, value, partition in txn.at_commit.values():
+                await txn.producer.send(topic, value, key=key, partition=partition)
             if send:
                 await txn.producer.send_offsets_to_transaction(offsets, group_id)
             await txn.producer.commit_transaction()

@@ -81,12 +81,17 @@ class MergedView:
                 "revision": w.revision}, partition=0)
         if result.watermark_ms is not None:
             # the merge needs it at once only if it may fire a window (partials, too, are
-            # sent when the partition's watermark passes a window's end, or for late events)
+            # sent when the partition's watermark passes a window's end, or for late events);
+            # otherwise the latest one goes with the transaction's commit
             before = self._sent_watermark.get(partition)
             fires = before is None or self.window.ends_within(before, result.watermark_ms)
-            await out.send(self.partials_topic, b"0", {
-                "view": self.name, "kind": "watermark", "partition": partition,
-                "watermarkMs": result.watermark_ms}, partition=0, urgent=fires)
+            record = {"view": self.name, "kind": "watermark", "partition": partition,
+                      "watermarkMs": result.watermark_ms}
+            slot = (self.partials_topic, self.name, partition)
+            if fires:
+                await out.send(self.partials_topic, b"0", record, partition=0, slot=slot)
+            else:
+                await out.send_at_commit(slot, self.partials_topic, b"0", record, partition=0)
             self._sent_watermark[partition] = result.watermark_ms
 
     async def advance_idle(self, now_ms: int, idle_timeout_ms: int) -> None:

@@ -60,13 +60,13 @@ def crash_before_commit(topic: str) -> None:
         data = value if value is None or isinstance(value, bytes) else orjson.dumps(value)
         await plain["producer"].send_and_wait(topic, data, key=key, partition=partition)
 
-    async def faulty_send(self, to, key, value, partition=None, urgent=True):
+    async def faulty_send(self, to, key, value, partition=None, slot=None):
         if to != topic:
-            return await send(self, to, key, value, partition, urgent)
+            return await send(self, to, key, value, partition, slot)
         self._txn.crash_due = True
         if outside:
             return await send_outside(key, value, partition)
-        return await send(self, to, key, value, partition, urgent)
+        return await send(self, to, key, value, partition, slot)
 
     async def faulty_commit(self, tid, group_id):
         if getattr(self.open.get(tid), "crash_due", False) and not marker.exists():

@@ -81,13 +81,46 @@ async def test_a_batch_that_feeds_another_stage_commits_at_once(open_transaction
         sink = Sink(fake_app(producer), "unit")
         async with sink.batch(TP("orders", 3)) as out:
             await out.send("results", b"k", b"1")
-            await out.send("app-unit-partials", b"0", b"wm", partition=0, urgent=False)
+            await out.send_at_commit("wm", "app-unit-partials", b"0", b"wm", partition=0)
         assert producer.commits == 0  # nothing the other stage needs at once
         async with sink.batch(TP("orders", 3)) as out:
             await out.send("app-unit-partials", b"0", b"2", partition=0)
         assert producer.commits == 1  # the merge reads committed records only
     finally:
         MERGE_TOPICS.remove("unit-partials")
+
+
+async def test_a_record_held_for_the_commit_is_sent_just_before_it_the_latest_of_its_slot(
+        open_transactions):
+    producer = FakeProducer()
+    sink = Sink(fake_app(producer), "unit")
+    for wm in (b"1", b"2"):
+        async with sink.batch(TP("orders", 3)) as out:
+            await out.send("results", b"k", wm)
+            await out.send_at_commit(("wm", 3), "partials", b"0", wm, partition=0)
+    assert [topic for topic, _, _ in producer.sent] == ["results", "results"]
+    await open_transactions.commit_due(sink.app.producer._trn_locks, "app", everything=True)
+    assert [(topic, args) for topic, args, _ in producer.sent][2:] == [("partials", (b"2",))]
+    assert producer.commits == 1
+    async with sink.batch(TP("orders", 3)) as out:
+        await out.send_at_commit(("wm", 3), "partials", b"0", b"3", partition=0)
+        await out.send("partials", b"0", b"4", partition=0, slot=("wm", 3))  # supersedes it
+    await open_transactions.commit_due(sink.app.producer._trn_locks, "app", everything=True)
+    assert [args for topic, args, _ in producer.sent if topic == "partials"] == [(b"2",), (b"4",)]
+
+
+async def test_a_record_held_for_the_commit_goes_with_an_aborted_transaction(
+        open_transactions):
+    producer = FakeProducer()
+    sink = Sink(fake_app(producer), "unit")
+    with pytest.raises(ValueError):
+        async with sink.batch(TP("orders", 3)) as out:
+            await out.send_at_commit(("wm", 3), "partials", b"0", b"1", partition=0)
+            raise ValueError("bad batch")
+    async with sink.batch(TP("orders", 3)) as out:
+        out.consumed(TP("orders", 3), 1)
+    await open_transactions.commit_due(sink.app.producer._trn_locks, "app", everything=True)
+    assert producer.aborts == 1 and producer.commits == 1 and producer.sent == []
 
 
 async def test_a_failing_batch_aborts_the_transaction_and_every_batch_in_it_forgets(
