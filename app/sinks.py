@@ -75,6 +75,12 @@ class Sender:
         else:
             await self._producer.send(topic, key, data, partition, None, None)
 
+    def commit_at_end(self) -> None:
+        """Commit the transaction at the end of this batch, not at its interval: what the
+        batch sent is what readers wait for (a window's result)."""
+        if self._txn is not None:
+            self._txn.urgent = True
+
     async def send_at_commit(self, slot: Hashable, topic: str, key: Optional[bytes], value: Any,
                              partition: Optional[int] = None) -> None:
         """Send one record when the transaction commits, not now (it then holds back no

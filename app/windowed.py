@@ -279,6 +279,8 @@ class ViewMerger:
                 await view.merge_store.flush_changelog(out, self.source.partition)
                 await self.on_merged(view, results[view.name], out)
                 self._count(out, view, results[view.name])
+                if results[view.name].emitted:  # visible to read_committed readers at once
+                    out.commit_at_end()
             out.consumed(anchor.message.tp, events[-1].message.offset + 1)
 
     async def tick(self, now_ms: int) -> None:
@@ -294,6 +296,8 @@ class ViewMerger:
                     await view.merge_store.flush_changelog(out, self.source.partition)
                     await self.on_merged(view, result, out)
                     self._count(out, view, result)
+                    if result.emitted:
+                        out.commit_at_end()
 
     def _count(self, out: Sender, view: MergedView, result: MergeResult) -> None:
         count_emitted(out, self.sink.pipeline, view.name, [w.revision for w in result.emitted])
