@@ -184,6 +184,29 @@ async def test_windows_late_events_and_dead_letters_equal_the_batch_oracle(
     assert edge_window_counted(messages, got[0]), "first and last millisecond count in their window"
 
 
+async def test_a_closed_window_is_visible_to_read_committed_readers_before_the_commit_interval(
+    pipeline_env, tmp_path
+):
+    """The merge commits the batch that emits a window at its end: with a 10-minute commit
+    interval, the result still reaches a read_committed reader within seconds."""
+    env = {**pipeline_env, "WEIR_COMMIT_INTERVAL_MS": "600000"}
+    servers = env["KAFKA_BOOTSTRAP_SERVERS"]
+    in_window = [(p, b"k", order(f"a{p}", T0 + 1_000 * p, 10.0)) for p in range(PARTITIONS)]
+    closing = [(p, b"k", order(f"b{p}", T0 + SIZE_MS + DELAY_MS + 1, 1.0))
+               for p in range(PARTITIONS)]
+    worker = Worker(env, tmp_path / "worker.log").start()
+    try:
+        await asyncio.sleep(1)
+        await produce(servers, env["WEIR_TOPIC_ORDERS"], in_window + closing)
+        metrics = await read_topic(servers, env["WEIR_TOPIC_ORDER_METRICS"], 1, timeout_s=30,
+                                   settle_s=0)
+        worker.assert_running()
+    finally:
+        worker.stop()
+    assert [(json.loads(r.value)["windowStart"], json.loads(r.value)["totalOrders"])
+            for r in metrics] == [(T0, PARTITIONS)]
+
+
 async def produce_slowly(servers, topic, messages, chunk=25, pause_s=0.15):
     for i in range(0, len(messages), chunk):
         await produce(servers, topic, messages[i:i + chunk])
