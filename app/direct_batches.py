@@ -22,6 +22,7 @@ from typing import Awaitable, Callable, Dict, List, Optional, Sequence, Set, Tup
 
 from faust.types import TP
 
+from app import gc_tuning
 from app.fetched_records import FetchedRecord
 from app.partition_log import LogEvent, ReadBatch
 
@@ -162,8 +163,9 @@ async def drain(consumer, fetcher) -> None:
         QUEUED.update(tp for tp, _ in mine)
         try:
             if consumer.flow_active and consumer.app.consumer_generation_id == generation:
-                await asyncio.gather(*(_handle(consumer, HANDLERS[tp.topic], tp, batch, generation)
-                                       for tp, batch in mine))
+                async with gc_tuning.off_during():  # the round's objects die with it, unwalked
+                    await asyncio.gather(*(_handle(consumer, HANDLERS[tp.topic], tp, batch,
+                                                   generation) for tp, batch in mine))
         finally:
             QUEUED.difference_update(tp for tp, _ in mine)
         others = {tp: batch for tp, batch in records.items() if tp.topic not in HANDLERS}

@@ -26,12 +26,25 @@ same run was 25% faster). Now half of them are walked once, in a middle collecti
 of about 1,400: alternating 1,000,000-transaction runs, 4.5% more throughput and
 4.5% less CPU on average (4 pairs). A full collection comes after 10,000 middle
 ones, that is after 20,000 young ones (before: 1,000 middle, 10,000 young).
+
+The collector is also off while a round of batches runs (`off_during`, around each
+round of the direct path): a round's objects (fetched records, decoded transactions,
+releases, per-user lists) die when it ends and are freed by their reference counts,
+so a collection that follows walks only what outlived the round, instead of every
+batch object once or twice while the round still held it. Four alternating pairs of
+1,000,000-transaction fraud runs: 40,300 against 35,800 tx/s on average (+12.6%), CPU
+26.2 against 29.4 s (-11%). A round that lasts longer than ``max_s`` (a commit retried
+while the broker is away) gets the collector back then, so cyclic garbage of the
+rest of the worker (web requests, timers) cannot pile up meanwhile.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import time
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
 
 MIDDLE_EVERY = 0  # middle collection once a young one happened since the last (CPython: 10)
 FULL_EVERY = 10_000  # full collection after this many middle-generation ones (CPython: 10)
@@ -60,3 +73,19 @@ def _time_pause(phase: str, info: dict) -> None:
         _started[0] = time.perf_counter()
     elif _pauses:
         _pauses[0].labels(str(info["generation"])).observe(time.perf_counter() - _started[0])
+
+
+@asynccontextmanager
+async def off_during(max_s: float = 1.0) -> AsyncIterator[None]:
+    """The cyclic collector off for the block, at most ``max_s`` (it stays off if it already
+    was)."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    back_on = asyncio.get_running_loop().call_later(max_s, gc.enable)
+    try:
+        yield
+    finally:
+        back_on.cancel()
+        gc.enable()

@@ -193,3 +193,17 @@ async def test_a_rebalance_before_the_follow_up_fetch_drops_the_round():
     consumer = RebalancingConsumer([{TP("t", 0): records(0)}, {TP("t", 0): records(1)}])
     await asyncio.wait_for(direct_batches.drain(consumer, FakeFetcher()), 10)
     assert handled == [] and consumer._read_offset == {}  # fetched again after the seek
+
+
+async def test_a_round_runs_with_the_collector_off_and_leaves_it_on():
+    import gc
+
+    during = []
+
+    async def handler(partition, events):
+        during.append(gc.isenabled())
+
+    direct_batches.register("t", handler)
+    consumer = FakeConsumer([{TP("t", 0): records(0), TP("t", 1): records(0)}])
+    await asyncio.wait_for(direct_batches.drain(consumer, FakeFetcher()), 10)
+    assert during == [False, False] and gc.isenabled()

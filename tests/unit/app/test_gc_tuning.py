@@ -1,5 +1,6 @@
 """The worker's GC settings: rarer full collections, every pause timed for /metrics."""
 
+import asyncio
 import gc
 
 from app import gc_tuning
@@ -55,3 +56,37 @@ def test_an_object_alive_through_two_young_collections_is_in_the_oldest_generati
         gc.callbacks.remove(gc_tuning._time_pause)
         gc.unfreeze()
         gc.set_threshold(*thresholds)
+
+
+async def test_the_collector_is_off_during_a_round_and_on_after_it():
+    assert gc.isenabled()
+    async with gc_tuning.off_during():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+
+
+async def test_a_round_that_lasts_too_long_gets_the_collector_back_meanwhile():
+    async with gc_tuning.off_during(max_s=0.01):
+        assert not gc.isenabled()
+        await asyncio.sleep(0.05)
+        assert gc.isenabled()
+    assert gc.isenabled()
+
+
+async def test_a_collector_switched_off_elsewhere_stays_off():
+    gc.disable()
+    try:
+        async with gc_tuning.off_during():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+async def test_a_failing_round_switches_the_collector_back_on():
+    try:
+        async with gc_tuning.off_during():
+            raise ValueError("bad batch")
+    except ValueError:
+        pass
+    assert gc.isenabled()
