@@ -33,7 +33,8 @@ releases, per-user lists) die when it ends and are freed by their reference coun
 so a collection that follows walks only what outlived the round, instead of every
 batch object once or twice while the round still held it. Four alternating pairs of
 1,000,000-transaction fraud runs: 40,300 against 35,800 tx/s on average (+12.6%), CPU
-26.2 against 29.4 s (-11%). A round that lasts longer than ``max_s`` (a commit retried
+26.2 against 29.4 s (-11%); three more an hour later, on a slower machine: -3%. Over the
+seven, +5.9% throughput and -4.2% CPU. A round that lasts longer than ``max_s`` (a commit retried
 while the broker is away) gets the collector back then, so cyclic garbage of the
 rest of the worker (web requests, timers) cannot pile up meanwhile.
 """
