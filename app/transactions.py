@@ -23,8 +23,8 @@ a read_committed consumer reads no further than the first offset of a transactio
 still open (the last stable offset). Seen on the orders partials, which every source
 partition's transaction writes: a watermark that closed no window, appended in one
 partition's transaction and committed up to 50 ms later, held back the watermarks
-that closed a window, sent and committed at once by the other partitions. Local state follows commits as
-before (`OpenTransaction.after_commit`).
+that closed a window, sent and committed at once by the other partitions. Local
+state follows commits as before (`OpenTransaction.after_commit`).
 
 The consumed offsets go with a transaction at most every
 ``WEIR_OFFSETS_COMMIT_INTERVAL_MS`` (and always when partitions are revoked, and
