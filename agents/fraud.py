@@ -21,7 +21,9 @@ transactionId)`` order by `agents.fraud_rules` (``HIGH_FREQUENCY``,
 nothing is late. Alerts go to ``fraud-alerts`` keyed by ``userId``.
 
 State (three Faust tables co-partitioned with the input, changelogs
-included): the buffers and the partition's clock (``fraud-pending``), the
+included): the partition's clock and where its buffered transactions start in
+the source (``fraud-pending``: the buffers themselves are read again from the
+source after a restart, `replay_buffers`), the
 seen ids (``fraud-dedup``, one entry per batch and 1 s bucket) and the per-user
 rule state (``fraud-users``, written once per user and batch), both expiring in
 event time with tombstones. A batch's alerts, side outputs,
@@ -170,6 +172,7 @@ async def process_transactions(partition: int, events: Sequence[EventT]) -> None
 
 
 async def _process_transactions(partition: int, events: Sequence[EventT]) -> None:
+    await replay_buffers(partition)
     clock = ordered.clock(partition)
     anchor = events[-1]
     events = await partition_log.contiguous(events, clock.next_offset)
@@ -178,6 +181,7 @@ async def _process_transactions(partition: int, events: Sequence[EventT]) -> Non
     async with sink.batch(TP(RULES_SOURCE, partition)) as out:
         # decode and dedup; bad input -> dead letters; LARGE_AMOUNT on arrival
         items: List[Item[EventT]] = []
+        dropped: List[int] = []  # offsets of records that did not reach the rules
         horizon_ms = wall_clock_ms() + settings.max_future_skew_ms
         first_new = clock.next_offset  # before it: an earlier run folded it in already
         for event in events:
@@ -188,6 +192,7 @@ async def _process_transactions(partition: int, events: Sequence[EventT]) -> Non
                 tx = decode_in_time(event.value, horizon_ms)
             except BadEvent as exc:
                 await dead_letter(out, exc, event)
+                dropped.append(message.offset)
                 continue
             if message.key != tx.user_id.encode():
                 if not counters["keyed_not_by_user"]:
@@ -198,25 +203,56 @@ async def _process_transactions(partition: int, events: Sequence[EventT]) -> Non
                 counters["keyed_not_by_user"] += 1
             if not seen_ids.first_delivery(partition, tx.transaction_id, tx.timestamp):
                 counters["duplicates"] += 1
+                dropped.append(message.offset)
                 continue
-            value = (tx.transaction_id, tx.user_id, tx.amount, tx.location, tx.timestamp,
-                     tx.lat, tx.lon)  # the rules' transaction (`agents.fraud_rules.Tx`)
-            large = rules.large_amount_alert(value)
+            item = rules_item(tx, event)
+            large = rules.large_amount_alert(item.value)
             if large:
                 await send_alert(out, large)
-            items.append(named_tuple_from(Item, (message.offset, tx.timestamp, value, event,
-                                                 tx.user_id)))
+            items.append(item)
         # rules: late ones aside, the others in event-time order once the watermark passes them
         for store in STORES:
             store.bind(anchor)
         result = ordered.process(partition, items, next_offset=events[-1].message.offset + 1,
-                                 now_ms=wall_clock_ms())
+                                 now_ms=wall_clock_ms(), dropped=dropped)
         for late in result.late:
             counters["late"] += 1
             await send_late_event(out, settings.late_events_topic, PIPELINE, VIEW, late)
         # sink: alerts, then the state of the batch
         await evaluate_and_publish(out, partition, result)
         out.consumed(anchor.message.tp, events[-1].message.offset + 1, events=len(events))
+
+
+def rules_item(tx: Transaction, event: Any) -> Item[Any]:
+    """The ordered rules' item of a decoded transaction: its value is the rules' transaction
+    (`agents.fraud_rules.Tx`), its key the user."""
+    value = (tx.transaction_id, tx.user_id, tx.amount, tx.location, tx.timestamp, tx.lat, tx.lon)
+    return named_tuple_from(Item, (event.message.offset, tx.timestamp, value, event, tx.user_id))
+
+
+async def replay_buffers(partition: int) -> None:
+    """After the partition's state is loaded: its buffered transactions again, read from the
+    source (`tables.ordered`: only the buffers' meta is stored)."""
+    span = ordered.replay_span(partition)
+    if span is None:
+        return
+    start, end = span
+    first = (await partition_log.start_offsets(RULES_SOURCE, [partition]))[partition]
+    if first > start:
+        log.error("fraud: %s[%d] offsets %d..%d are gone (retention): the transactions among "
+                  "them that waited for the watermark are lost", RULES_SOURCE, partition, start,
+                  first - 1)
+    records = await partition_log.read(RULES_SOURCE, partition, start, end - 1,
+                                       lambda raw: raw) if first < end else []
+    items = []
+    for record in records:
+        try:
+            items.append(rules_item(decode_transaction(record.value, limits), record))
+        except BadEvent:
+            continue  # a dead letter then: among the dropped offsets
+    buffered = ordered.replay(partition, items, span)
+    log.info("fraud: %s[%d] buffers rebuilt from offsets %d..%d: %d transactions wait for the "
+             "watermark", RULES_SOURCE, partition, start, end - 1, buffered)
 
 
 async def evaluate_and_publish(out: Sender, partition: int, result: ReleaseResult) -> None:
@@ -261,8 +297,8 @@ async def fraud_idle_tick() -> None:
     async def tick() -> None:
         now_ms = wall_clock_ms()
         for partition in ordered.partitions():
-            if not pending_store.is_bound(partition):
-                continue  # no batch of it on this worker yet: nowhere to write
+            if not pending_store.is_bound(partition) or ordered.replay_span(partition):
+                continue  # no batch of it on this worker yet (or since a load): nothing to do
             async with locks(partition):
                 async with sink.batch(TP(RULES_SOURCE, partition)) as out:
                     result = ordered.advance_idle(partition, now_ms, settings.idle_timeout_ms)

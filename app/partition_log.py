@@ -145,11 +145,18 @@ class PartitionLog:
 
     async def end_offsets(self, topic: str, partitions: Sequence[int]) -> Dict[int, int]:
         """Log end of each partition (the last stable offset under read_committed)."""
+        return await self._offsets(topic, partitions, "end_offsets")
+
+    async def start_offsets(self, topic: str, partitions: Sequence[int]) -> Dict[int, int]:
+        """Log start of each partition: the lowest offset retention has left."""
+        return await self._offsets(topic, partitions, "beginning_offsets")
+
+    async def _offsets(self, topic: str, partitions: Sequence[int], which: str) -> Dict[int, int]:
         async with self._lock:
             consumer = await self._started()
             tps = [TopicPartition(topic, p) for p in partitions]
-            ends = await consumer.end_offsets(tps)
-            return {tp.partition: offset for tp, offset in ends.items()}
+            found = await getattr(consumer, which)(tps)
+            return {tp.partition: offset for tp, offset in found.items()}
 
     async def _started(self) -> AIOKafkaConsumer:
         if self._consumer is None:
