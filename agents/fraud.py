@@ -82,6 +82,7 @@ rules_topic = by_user_topic if REPARTITION else transactions_topic
 RULES_SOURCE = rules_topic.get_topic_name()
 sink = Sink(app, PIPELINE, forget=lambda tp: forget(tp))  # forget: defined below
 FORWARD_BATCH_EVENTS = 100  # see repartition_transactions
+REPLAY_CHUNK = 50_000  # source offsets read at a time to rebuild a partition's buffers
 limits = settings.input_limits
 locks = PartitionLocks()
 forward_locks = PartitionLocks()
@@ -232,7 +233,8 @@ def rules_item(tx: Transaction, event: Any) -> Item[Any]:
 
 async def replay_buffers(partition: int) -> None:
     """After the partition's state is loaded: its buffered transactions again, read from the
-    source (`tables.ordered`: only the buffers' meta is stored)."""
+    source (`tables.ordered`: only the buffers' meta is stored), `REPLAY_CHUNK` offsets at a
+    time."""
     span = ordered.replay_span(partition)
     if span is None:
         return
@@ -242,15 +244,20 @@ async def replay_buffers(partition: int) -> None:
         log.error("fraud: %s[%d] offsets %d..%d are gone (retention): the transactions among "
                   "them that waited for the watermark are lost", RULES_SOURCE, partition, start,
                   first - 1)
-    records = await partition_log.read(RULES_SOURCE, partition, start, end - 1,
-                                       lambda raw: raw) if first < end else []
-    items = []
-    for record in records:
-        try:
-            items.append(rules_item(decode_transaction(record.value, limits), record))
-        except BadEvent:
-            continue  # a dead letter then: among the dropped offsets
-    buffered = ordered.replay(partition, items, span)
+    buffered = 0
+    for lo in range(max(start, first), end, REPLAY_CHUNK) or [end]:
+        hi = min(lo + REPLAY_CHUNK, end)
+        if end - start > REPLAY_CHUNK:
+            log.info("fraud: %s[%d] replaying offsets %d..%d of %d..%d", RULES_SOURCE, partition,
+                     lo, hi - 1, start, end - 1)
+        items = []
+        for record in await partition_log.read(RULES_SOURCE, partition, lo, hi - 1,
+                                               lambda raw: raw) if lo < hi else []:
+            try:
+                items.append(rules_item(decode_transaction(record.value, limits), record))
+            except BadEvent:
+                continue  # a dead letter then: among the dropped offsets
+        buffered += ordered.replay(partition, items, span, final=hi >= end)
     log.info("fraud: %s[%d] buffers rebuilt from offsets %d..%d: %d transactions wait for the "
              "watermark", RULES_SOURCE, partition, start, end - 1, buffered)
 

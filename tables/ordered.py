@@ -159,11 +159,12 @@ class OrderedRelease(PartitionCache[_PartitionBuffers]):
         return None if replay is None else replay[:2]
 
     def replay(self, partition: int, items: Iterable[Item[S]],
-               span: Optional[Tuple[int, int]] = None) -> int:
+               span: Optional[Tuple[int, int]] = None, final: bool = True) -> int:
         """Buffer again, from the source records of `replay_span` (decoded as for `process`;
         those that cannot be are among the dropped), the events that were buffered. With
         ``span``, only if that is still the span to replay (the partition was not loaded
-        again meanwhile). Returns how many were buffered."""
+        again meanwhile). A long span can come in pieces, in offset order, the last one
+        ``final``. Returns how many were buffered."""
         state = self._state(partition)
         if state.replay is None or (span is not None and tuple(span) != state.replay[:2]):
             return 0
@@ -184,7 +185,8 @@ class OrderedRelease(PartitionCache[_PartitionBuffers]):
             offsets.append(offset)
             count += 1
         heapq.heapify(heap)
-        state.replay = None
+        if final:
+            state.replay = None
         return count
 
     def process(self, partition: int, items: Sequence[Item[S]], next_offset: Optional[int] = None,

@@ -153,6 +153,16 @@ def test_a_batch_before_the_replay_is_refused_and_a_stale_replay_ignored():
     assert buf.replay(0, [item(0, 10_000)], (0, 1)) == 1 and buf.replay_span(0) is None
 
 
+def test_a_long_replay_can_come_in_pieces():
+    store = InMemoryStore()
+    log = [item(o, 10_000 + o) for o in range(6)]
+    engine(store).process(0, log)
+    buf = engine(store)
+    assert buf.replay(0, log[:4], (0, 6), final=False) == 4 and buf.replay_span(0) == (0, 6)
+    assert buf.replay(0, log[3:], (0, 6)) == 2 and buf.replay_span(0) is None
+    assert buf.buffered(0) == 6
+
+
 def test_buffers_an_earlier_version_stored_are_released_rewritten_then_deleted():
     store = InMemoryStore()
     store.meta[0] = {"maxEventMs": 12_000, "nextOffset": 2}
