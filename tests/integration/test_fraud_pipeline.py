@@ -336,3 +336,47 @@ async def test_quiet_stream_evaluates_its_last_transactions_by_the_wall_clock(
     got = sorted((a["type"], a["transactionId"], a["count"], a["fromLocation"])
                  for a in (json.loads(r.value) for r in records))
     assert got == [("HIGH_FREQUENCY", "q5", 6, None), ("IMPOSSIBLE_TRAVEL", "q6", None, "Oslo")]
+
+
+async def test_buffered_transactions_retention_deleted_before_a_restart_are_named_in_an_error(
+    pipeline_env, tmp_path
+):
+    """After a restart the buffers are read again from the source: offsets its retention
+    deleted meanwhile are an error in the log naming them, and what is left is evaluated."""
+    from aiokafka import TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+
+    env = fraud_env(pipeline_env)
+    servers, topic = env["KAFKA_BOOTSTRAP_SERVERS"], env["WEIR_TOPIC_TRANSACTIONS"]
+    places = [("Oslo", None, None), ("Oslo", None, None), ("Paris", None, None),
+              ("Bergen", None, None)]
+    body = [(0, b"r", transaction(f"r{i}", "r", T0 + i * 1_000, 20_000.0 if i == 3 else 5.0,
+                                  place)) for i, place in enumerate(places)]
+    worker = Worker(env, tmp_path / "worker-1.log").start()
+    try:
+        await produce(servers, topic, body)
+        # r3's LARGE_AMOUNT alert: its batch, and every one before it, has committed
+        await read_topic(servers, env["WEIR_TOPIC_FRAUD_ALERTS"], 1, timeout_s=60, settle_s=0)
+        worker.assert_running()
+    finally:
+        assert worker.stop() == 0
+    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
+    await admin.start()
+    try:
+        await admin.delete_records({TopicPartition(topic, 0): RecordsToDelete(2)})
+    finally:
+        await admin.close()
+    worker = Worker(env, tmp_path / "worker-2.log").start()
+    try:
+        await produce(servers, topic, [(0, b"r", transaction("flush", "r", T0 + 60_000, 5.0))])
+        records = await read_topic(servers, env["WEIR_TOPIC_FRAUD_ALERTS"], 2, timeout_s=60,
+                                   settle_s=2.0)
+        worker.assert_running()
+    finally:
+        worker.stop()
+    assert f"{topic}[0] offsets 0..1 are gone (retention)" in worker.log_text()
+    got = sorted((a["type"], a["transactionId"], a["previousTransactionId"])
+                 for a in (json.loads(r.value) for r in records))
+    # r2 and r3 rebuilt from the source and evaluated (the flush waits for the watermark);
+    # r0 and r1 are gone, so r2 has no previous transaction to alert on
+    assert got == [("IMPOSSIBLE_TRAVEL", "r3", "r2"), ("LARGE_AMOUNT", "r3", None)]
