@@ -234,7 +234,7 @@ def main() -> None:
         from app import event_loop
         from app.settings import Settings
 
-        event_loop.install(Settings.from_env().event_loop)  # before any loop exists
+        event_loop.install(Settings.of_process().event_loop)  # before any loop exists
         from app.faust_app import app, settings
         from app import log_throttle
         from app.gc_tuning import tune

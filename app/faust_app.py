@@ -24,7 +24,7 @@ from tables.errors import WeirError
 
 log = logging.getLogger(__name__)
 
-settings = Settings.from_env()
+settings = Settings.of_process()
 #: re-reads partitions whose batches Faust delivered with holes or out of order
 isolation_level = ("read_committed" if settings.processing_guarantee == "exactly_once"
                    else "read_uncommitted")

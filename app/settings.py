@@ -402,6 +402,8 @@ SPECS: Dict[str, Spec] = {
 }
 
 
+_of_process: Optional["Settings"] = None  # `Settings.of_process`
+
 @dataclass(frozen=True)
 class Settings:
     bootstrap_servers: str
@@ -497,6 +499,15 @@ class Settings:
                 f"WEIR_FRAUD_STATE_TTL_MS={values['fraud_state_ttl_ms']} must be at least the "
                 f"longest fraud window ({longest} ms)")
         return cls(**values)
+
+    @classmethod
+    def of_process(cls) -> "Settings":
+        """The process's settings: read from its environment by the first call, then kept
+        (the ``weir`` command reads them before the app exists, the app module after)."""
+        global _of_process
+        if _of_process is None:
+            _of_process = cls.from_env()
+        return _of_process
 
     @property
     def uses_local_broker(self) -> bool:

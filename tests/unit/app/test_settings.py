@@ -83,3 +83,13 @@ def test_fraud_defaults_are_the_contract():
 def test_bad_fraud_setting_fails_naming_the_variable(env, value):
     with pytest.raises(ConfigError, match=env):
         Settings.from_env({env: value})
+
+
+def test_the_process_reads_its_settings_once(monkeypatch):
+    import app.settings as settings_module
+
+    monkeypatch.setattr(settings_module, "_of_process", None)
+    monkeypatch.setenv("WEIR_FRAUD_LARGE_AMOUNT", "123")
+    first = Settings.of_process()
+    monkeypatch.setenv("WEIR_FRAUD_LARGE_AMOUNT", "456")
+    assert Settings.of_process() is first and first.fraud_large_amount == 123
