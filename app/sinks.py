@@ -95,7 +95,8 @@ class Sender:
 
     async def send_many(self, topic: str, partition: int,
                         records: Iterable[Tuple[bytes, Optional[bytes]]]) -> None:
-        """Send already encoded ``(key, value)`` records to one partition, in order.
+        """Send already encoded ``(key, value)`` records to one partition, in order: a
+        table's changelog records (never another stage's input, see `send`).
 
         Transactional: packed into the producer's record batches directly (one
         accumulator call per batch instead of one per record); otherwise one by one."""
@@ -103,8 +104,6 @@ class Sender:
             for key, value in records:
                 await self.send(topic, key, value, partition)
             return
-        if topic in self._stage_topics:
-            self._txn.urgent = True
         batch = None
         for key, value in records:
             while batch is None or batch.append(key=key, value=value, timestamp=None) is None:
