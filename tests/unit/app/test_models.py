@@ -201,3 +201,61 @@ def test_the_plain_order_path_decodes_exactly_as_the_field_checks(monkeypatch):
         assert fast == _slow_decode(raw, monkeypatch), case
         if not isinstance(fast, tuple) or fast[0] != "bad":
             assert type(fast.amount) is float and type(fast.timestamp) is int
+
+
+TX_FIELD_VALUES = {  # the first two of each valid
+    "transactionId": ["t1", "\u00e9\u4e2d", "a\"b", "", 7, None, True],
+    "userId": ["u1", "u-2", "", None, 3.5, ["u"]],
+    "amount": [12.5, 3, 0, -0.0, 2**53 + 1, 10**20, -1, float("nan"), "1", True, None],
+    "merchantId": ["m1", "", None, 0],
+    "location": ["Oslo", "Bergen", "", None, {"city": "Oslo"}],
+    "timestamp": [1_700_000_000_000, 946_684_800_000, 2**63 - 1, 946_684_799_999, 2**63,
+                  2**64, 1.7e12, 1.5, "1", True, None],
+    "lat": [59.9, -90, 0, 90.5, "1", True, None, ...],
+    "lon": [10.7, -180, 180.5, None, ...],
+}
+
+
+def _slow_transaction(raw, monkeypatch):
+    import app.models as models
+
+    with monkeypatch.context() as m:
+        m.setattr(models, "_plain_transaction", lambda raw, limits: None)
+        return _outcome(lambda: models.decode_transaction(raw))
+
+
+def test_the_plain_transaction_path_decodes_exactly_as_the_field_checks(monkeypatch):
+    import random
+
+    from app.models import decode_transaction
+
+    rng = random.Random(7)
+    fields = list(TX_FIELD_VALUES)
+    raws = [json.dumps(TX).encode()]
+    for _ in range(6000):  # mostly the usual values (the first few of each field)
+        case = {f: rng.choice(TX_FIELD_VALUES[f][:2] if rng.random() < 0.85
+                              else TX_FIELD_VALUES[f]) for f in fields}
+        if rng.random() < 0.3:
+            case["lat"], case["lon"] = ..., ...
+        raws.append(json.dumps({k: v for k, v in case.items() if v is not ...}).encode())
+    accepted = 0
+    good = json.dumps(TX)[1:-1].encode()
+    raws += [
+        b"{" + good + b', "timestamp": 1700000000001}',  # a duplicate key: the last one
+        b"{" + good + b', "extra": {"nested": [1, 2]}}',
+        b"{" + good.replace(b'"t1"', b'"\\ud800"') + b"}",  # a lone surrogate
+        b"{" + good.replace(b'"t1"', b'"\\ud83d\\ude00"') + b"}",
+        b"{" + good.replace(b'"t1"', b'"\xff"') + b"}",  # not UTF-8
+        b"{" + good.replace(b"12.5", b"1e400") + b"}",
+        b"{" + good.replace(b"12.5", b"1" + b"0" * 400) + b"}",
+        b"{" + good.replace(b"12.5", b"12.50000000000000000000001") + b"}",
+        b"[1, 2]", b"null", b"", b"{", b'{"transactionId": "t1"} trailing',
+    ]
+    for raw in raws:
+        fast = _outcome(lambda: decode_transaction(raw))
+        assert fast == _slow_transaction(raw, monkeypatch), raw
+        if not isinstance(fast, tuple) or fast[0] != "bad":
+            accepted += 1
+            assert type(fast.amount) is float and type(fast.timestamp) is int
+            assert fast.lat is None or type(fast.lat) is float
+    assert 500 < accepted < len(raws) - 500, "both paths' outcomes are covered"
