@@ -174,7 +174,7 @@ def _slow_decode(raw, monkeypatch):
     import app.models as models
 
     with monkeypatch.context() as m:
-        m.setattr(models, "_plain_order", lambda data, limits: None)
+        m.setattr(models, "_plain_order", lambda raw, limits: None)
         return _outcome(lambda: models.decode_order(raw))
 
 
@@ -193,14 +193,23 @@ def test_the_plain_order_path_decodes_exactly_as_the_field_checks(monkeypatch):
     fields = list(ORDER_FIELD_VALUES)
     cases = [dict(zip(fields, values)) for values in
              itertools.product(*(ORDER_FIELD_VALUES[f] for f in fields))]
+    raws = []
     for case in rng.sample(cases, 3000) + [json.loads(GOOD)]:
         if rng.random() < 0.1:
             case.pop(rng.choice(fields))
-        raw = json.dumps(case).encode()
+        raws.append(json.dumps(case).encode())
+    good = GOOD.strip()[1:-1]
+    raws += [b"{" + good + b', "timestamp": 1700000000001}', b"{" + good + b', "x": [1, {}]}',
+             b"{" + good.replace(b'"o1"', b'"\\ud800"') + b"}",
+             b"{" + good.replace(b'"o1"', b'"\xff"') + b"}", b"[1]", b"", b"{"]
+    accepted = 0
+    for raw in raws:
         fast = _outcome(lambda: decode_order(raw))
-        assert fast == _slow_decode(raw, monkeypatch), case
+        assert fast == _slow_decode(raw, monkeypatch), raw
         if not isinstance(fast, tuple) or fast[0] != "bad":
+            accepted += 1
             assert type(fast.amount) is float and type(fast.timestamp) is int
+    assert accepted > 20
 
 
 TX_FIELD_VALUES = {  # the first two of each valid
