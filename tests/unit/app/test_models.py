@@ -268,3 +268,40 @@ def test_the_plain_transaction_path_decodes_exactly_as_the_field_checks(monkeypa
             assert type(fast.amount) is float and type(fast.timestamp) is int
             assert fast.lat is None or type(fast.lat) is float
     assert 500 < accepted < len(raws) - 500, "both paths' outcomes are covered"
+
+
+PAGEVIEW_FIELD_VALUES = {  # the first two of each valid
+    "sessionId": ["s1", "\u00e9", "", None, 3, True],
+    "page": ["/a", "", None, 1],
+    "timestamp": [1_700_000_000_000, 946_684_800_000, 2**63 - 1, 946_684_799_999, 2**63,
+                  1.7e12, 1.5, "1", True, None],
+    "userId": ["u1", "", None, ..., 3, False],
+    "referrer": [..., None, "r", "", 2.5, ["r"]],
+    "userAgent": [..., "Mozilla", 7],
+}
+
+
+def test_the_plain_pageview_path_decodes_exactly_as_the_field_checks(monkeypatch):
+    import random
+
+    import app.models as models
+
+    rng = random.Random(9)
+    fields = list(PAGEVIEW_FIELD_VALUES)
+    raws = []
+    for _ in range(4000):
+        case = {f: rng.choice(PAGEVIEW_FIELD_VALUES[f][:2] if rng.random() < 0.85
+                              else PAGEVIEW_FIELD_VALUES[f]) for f in fields}
+        raws.append(json.dumps({k: v for k, v in case.items() if v is not ...}).encode())
+    raws += [b'{"sessionId": "s", "page": "/", "timestamp": 1700000000000, "sessionId": "t"}',
+             b'{"sessionId": "\\ud800", "page": "/", "timestamp": 1700000000000}', b"[]", b""]
+    accepted = 0
+    for raw in raws:
+        fast = _outcome(lambda: models.decode_pageview(raw))
+        with monkeypatch.context() as m:
+            m.setattr(models, "_plain_pageview", lambda raw, limits: None)
+            assert fast == _outcome(lambda: models.decode_pageview(raw)), raw
+        if not isinstance(fast, tuple) or fast[0] != "bad":
+            accepted += 1
+            assert type(fast.timestamp) is int
+    assert 500 < accepted < len(raws) - 500, "both paths' outcomes are covered"
