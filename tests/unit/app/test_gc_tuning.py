@@ -90,3 +90,56 @@ async def test_a_failing_round_switches_the_collector_back_on():
     except ValueError:
         pass
     assert gc.isenabled()
+
+
+class _Node:
+    pass
+
+
+async def test_what_outlives_a_round_is_frozen_and_still_freed_when_it_dies():
+    import weakref
+
+    try:
+        async with gc_tuning.off_during():
+            kept = [_Node()]
+            ballast = [[] for _ in range(gc_tuning.FREEZE_MIN_OBJECTS)]
+        assert gc.get_freeze_count() > 0 and ballast
+        assert not any(o is kept for o in gc.get_objects()), "no collection walks it"
+        ref = weakref.ref(kept[0])
+        del kept
+        assert ref() is None
+    finally:
+        gc.unfreeze()
+
+
+async def test_cyclic_garbage_frozen_after_rounds_is_collected_once_enough_was_frozen(
+    monkeypatch
+):
+    import weakref
+
+    monkeypatch.setattr(gc_tuning, "FREEZE_MIN_OBJECTS", 1000)
+    monkeypatch.setattr(gc_tuning, "THAW_MIN_OBJECTS", 1000)
+    monkeypatch.setattr(gc_tuning, "_left_frozen", [10**9])
+    try:
+        async with gc_tuning.off_during():
+            node = _Node()
+            node.itself = node
+            ref = weakref.ref(node)
+            del node
+            keep = [[] for _ in range(2000)]
+        gc.collect()
+        assert ref() is not None, "frozen cyclic garbage waits"
+        gc_tuning._left_frozen[0] = 0
+        async with gc_tuning.off_during():
+            keep += [[] for _ in range(2000)]
+        assert ref() is None, "thawed and collected"
+        assert gc_tuning._left_frozen[0] >= gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+
+
+async def test_a_small_round_is_not_frozen():
+    gc.unfreeze()
+    async with gc_tuning.off_during():
+        kept = [_Node()]
+    assert gc.get_freeze_count() == 0 and any(o is kept for o in gc.get_objects())
