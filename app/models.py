@@ -97,12 +97,22 @@ def event_time_ms(data: Dict[str, Any], limits: InputLimits = DEFAULT_LIMITS,
     return value
 
 
+def _typed(decoder: "msgspec.json.Decoder", raw: Optional[bytes], limits: InputLimits) -> Any:
+    """``raw`` decoded by ``decoder`` into its typed struct (msgspec); None if it is too large
+    or not of that shape (the field checks then say why)."""
+    if raw is None or len(raw) > limits.max_event_bytes:
+        return None
+    try:
+        return decoder.decode(raw)
+    except msgspec.MsgspecError:
+        return None
+
+
 def decode_order(raw: Optional[bytes], limits: InputLimits = DEFAULT_LIMITS) -> Order:
     """Decode one order: ``orderId``, ``userId``, ``amount``, ``timestamp``, ``productId``."""
-    if raw is not None and len(raw) <= limits.max_event_bytes:
-        plain = _plain_order(raw, limits)
-        if plain is not None:
-            return plain
+    plain = _plain_order(raw, limits)
+    if plain is not None:
+        return plain
     data = decode_json_object(raw, limits)
     order_id = _field(data, "orderId", str, "a string")
     user_id = _field(data, "userId", str, "a string")
@@ -130,13 +140,12 @@ class _PlainOrder(msgspec.Struct, gc=False):
 _PLAIN_ORDER = msgspec.json.Decoder(_PlainOrder)
 
 
-def _plain_order(raw: bytes, limits: InputLimits) -> Optional[Order]:
+def _plain_order(raw: Optional[bytes], limits: InputLimits) -> Optional[Order]:
     """The usual order (every field of its plain JSON type and valid), decoded and checked in
     a few steps; None for anything else, which `decode_order`'s checks then decide (and name
     the reason of). Gives what they give for the same input."""
-    try:
-        o = _PLAIN_ORDER.decode(raw)
-    except msgspec.MsgspecError:
+    o = _typed(_PLAIN_ORDER, raw, limits)
+    if o is None:
         return None
     amount, ts = o.amount, o.timestamp
     if 0 <= amount <= limits.max_amount and limits.min_event_time_ms <= ts <= INT64_MAX \
@@ -166,10 +175,9 @@ def _optional_text(data: Dict[str, Any], name: str) -> Optional[str]:
 def decode_pageview(raw: Optional[bytes], limits: InputLimits = DEFAULT_LIMITS) -> PageView:
     """Decode one pageview: ``sessionId``, ``page``, ``timestamp``; optional ``userId``,
     ``referrer`` (``userAgent`` and other fields are ignored)."""
-    if raw is not None and len(raw) <= limits.max_event_bytes:
-        plain = _plain_pageview(raw, limits)
-        if plain is not None:
-            return plain
+    plain = _plain_pageview(raw, limits)
+    if plain is not None:
+        return plain
     data = decode_json_object(raw, limits)
     session_id = _field(data, "sessionId", str, "a string")
     if not session_id:
@@ -193,12 +201,11 @@ class _PlainPageView(msgspec.Struct, gc=False):
 _PLAIN_PAGEVIEW = msgspec.json.Decoder(_PlainPageView)
 
 
-def _plain_pageview(raw: bytes, limits: InputLimits) -> Optional[PageView]:
+def _plain_pageview(raw: Optional[bytes], limits: InputLimits) -> Optional[PageView]:
     """The usual pageview, decoded and checked in a few steps; None for anything else, which
     `decode_pageview`'s checks then decide. Gives what they give for the same input."""
-    try:
-        v = _PLAIN_PAGEVIEW.decode(raw)
-    except msgspec.MsgspecError:
+    v = _typed(_PLAIN_PAGEVIEW, raw, limits)
+    if v is None:
         return None
     ts = v.timestamp
     if not (v.sessionId and limits.min_event_time_ms <= ts <= INT64_MAX and INT64_MIN <= ts):
@@ -241,10 +248,9 @@ def decode_transaction(raw: Optional[bytes], limits: InputLimits = DEFAULT_LIMIT
     """Decode one transaction: ``transactionId``, ``userId``, ``location`` (non-empty strings),
     ``amount`` (finite, >= 0), ``merchantId`` (string), ``timestamp`` (epoch ms), and
     optionally ``lat`` and ``lon`` (both or neither)."""
-    if raw is not None and len(raw) <= limits.max_event_bytes:
-        plain = _plain_transaction(raw, limits)
-        if plain is not None:
-            return plain
+    plain = _plain_transaction(raw, limits)
+    if plain is not None:
+        return plain
     data = decode_json_object(raw, limits)
     transaction_id = _non_empty(data, "transactionId")
     user_id = _non_empty(data, "userId")
@@ -280,13 +286,12 @@ class _PlainTransaction(msgspec.Struct, gc=False):
 _PLAIN_TRANSACTION = msgspec.json.Decoder(_PlainTransaction)
 
 
-def _plain_transaction(raw: bytes, limits: InputLimits) -> Optional[Transaction]:
+def _plain_transaction(raw: Optional[bytes], limits: InputLimits) -> Optional[Transaction]:
     """The usual transaction (every field of its plain JSON type and valid), decoded and
     checked in a few steps; None for anything else, which `decode_transaction`'s checks then
     decide (and name the reason of). Gives what they give for the same input."""
-    try:
-        t = _PLAIN_TRANSACTION.decode(raw)
-    except msgspec.MsgspecError:
+    t = _typed(_PLAIN_TRANSACTION, raw, limits)
+    if t is None:
         return None
     tx_id, user, location, amount, ts, lat, lon = (t.transactionId, t.userId, t.location,
                                                   t.amount, t.timestamp, t.lat, t.lon)
