@@ -37,33 +37,15 @@ batch object once or twice while the round still held it. Four alternating pairs
 seven, +5.9% throughput and -4.2% CPU. A round that lasts longer than ``max_s`` (a commit retried
 while the broker is away) gets the collector back then, so cyclic garbage of the
 rest of the worker (web requests, timers) cannot pile up meanwhile.
-
-What outlived a round (the state it wrote: a user state tuple per transaction, the
-buffered ones, the changelog records waiting for the commit) is then frozen: moved
-to the permanent generation, which no collection walks, instead of being walked by
-the young collection that followed the round and the middle one after it (8% of the
-fraud worker's samples, in the round's exit; frozen objects are still freed by their
-reference counts when they die). Cyclic garbage frozen that way would stay, so once
-the frozen objects are twice as many as the last thaw left (and `THAW_MIN_OBJECTS`),
-`thaw` collects everything in full and freezes what is left: the cyclic garbage
-waiting is bounded by the live objects. A thaw takes 100 to 250 ms (about 200,000
-objects); a worker whose state has stopped growing has none. Rounds that leave fewer
-than `FREEZE_MIN_OBJECTS` new objects (small ones, at low load) are not frozen: freezing
-each made a thaw every few seconds at 5,000 transactions/s (the objects frozen and
-freed since cannot be counted cheaply), and the alerts' p99 latency 180-195 ms
-instead of 53-78. Alternating pairs of 1,000,000 fraud transactions: -7.9% to -9.8% CPU.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import logging
 import time
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
-
-log = logging.getLogger(__name__)
 
 MIDDLE_EVERY = 0  # middle collection once a young one happened since the last (CPython: 10)
 FULL_EVERY = 10_000  # full collection after this many middle-generation ones (CPython: 10)
@@ -94,19 +76,10 @@ def _time_pause(phase: str, info: dict) -> None:
         _pauses[0].labels(str(info["generation"])).observe(time.perf_counter() - _started[0])
 
 
-#: a round that left fewer new objects than this is left to the young collections (small
-#: rounds, at low load: walking their survivors costs little, and thaws would cost more)
-FREEZE_MIN_OBJECTS = 10_000
-#: a full collection (`thaw`) once this many objects are frozen, and twice as many as the
-#: last one left frozen
-THAW_MIN_OBJECTS = 200_000
-_left_frozen = [0]
-
-
 @asynccontextmanager
 async def off_during(max_s: float = 1.0) -> AsyncIterator[None]:
-    """The cyclic collector off for the block, at most ``max_s``, and what outlived it frozen
-    (nothing of this if the collector was off already)."""
+    """The cyclic collector off for the block, at most ``max_s`` (it stays off if it already
+    was)."""
     if not gc.isenabled():
         yield
         return
@@ -116,26 +89,4 @@ async def off_during(max_s: float = 1.0) -> AsyncIterator[None]:
         yield
     finally:
         back_on.cancel()
-        freeze_survivors()
         gc.enable()
-
-
-def freeze_survivors() -> None:
-    """After a large round: move every tracked object into the permanent generation, and
-    `thaw` once it has grown enough."""
-    if gc.get_count()[0] < FREEZE_MIN_OBJECTS:  # tracked objects new since the last
-        return                                     # collection or freeze (O(1))
-    gc.freeze()
-    if gc.get_freeze_count() > max(THAW_MIN_OBJECTS, 2 * _left_frozen[0]):  # O(frozen)
-        thaw()
-
-
-def thaw() -> None:
-    """Collect everything, frozen or not, in full; freeze what is left."""
-    started = time.perf_counter()
-    gc.unfreeze()
-    unreachable = gc.collect()
-    gc.freeze()
-    _left_frozen[0] = gc.get_freeze_count()
-    log.info("gc: full collection of the frozen objects: %d unreachable, %d left frozen, "
-             "%.0f ms", unreachable, _left_frozen[0], (time.perf_counter() - started) * 1000)
