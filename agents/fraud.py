@@ -27,7 +27,8 @@ source after a restart, `replay_buffers`), the
 seen ids (``fraud-dedup``, one entry per batch and 1 s bucket) and the per-user
 rule state (``fraud-users``, written once per user and batch), both expiring in
 event time with tombstones. A batch's alerts, side outputs,
-changelog records and input offsets commit in one transaction (`Sink`).
+changelog records and input offsets commit in one transaction (`Sink`); a batch that raised
+an alert commits at its end, not at the commit interval, since readers wait for alerts.
 
 The watermark, lateness and the late events' ``sourceTopic``/``sourceOffset``
 are those of the topic the rules read (``fraud-by-user`` when repartitioning).
@@ -293,6 +294,7 @@ async def evaluate_and_publish(out: Sender, partition: int, result: ReleaseResul
 
 async def send_alert(out: Sender, alert: Alert) -> None:
     counters[alert["type"]] += 1
+    out.commit_at_end()  # readers wait for it: visible at this batch's commit
     record = FraudAlert(detectedAt=wall_clock_ms(), **alert)
     await out.send(settings.fraud_alerts_topic, alert["userId"].encode(), record.asdict())
     count_fraud_alert(alert["type"], out)

@@ -316,8 +316,8 @@ SPECS: Dict[str, Spec] = {
         "How often consumed offsets are committed. Under exactly_once a source partition's "
         "transaction takes its batches until this much time has passed since it began, then "
         "commits (results become visible to read_committed consumers); a batch that feeds "
-        "another stage (partials, repartition topics) or emits a window's merged result "
-        "commits at once. 1: every batch.",
+        "another stage (partials, repartition topics), emits a window's merged result or "
+        "raises a fraud alert commits at once. 1: every batch.",
     ),
     "offsets_commit_interval_ms": Spec(
         "WEIR_OFFSETS_COMMIT_INTERVAL_MS", "1000", _int(1),

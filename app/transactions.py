@@ -11,7 +11,8 @@ partition's transaction now takes its batches one after the other and commits
   of each batch, and by a timer for partitions that went quiet);
 - at once when a batch sent to an internal topic another stage of this app reads
   (partials, repartition topics): that stage reads committed records only; and when a
-  batch emitted a window's merged result (`Sender.commit_at_end`), which readers wait for;
+  batch emitted a window's merged result or a fraud alert (`Sender.commit_at_end`), which
+  readers wait for;
 - when partitions are revoked (before this member rejoins the group, so before any
   other member can own them), and when the worker stops.
 

@@ -338,6 +338,27 @@ async def test_quiet_stream_evaluates_its_last_transactions_by_the_wall_clock(
     assert got == [("HIGH_FREQUENCY", "q5", 6, None), ("IMPOSSIBLE_TRAVEL", "q6", None, "Oslo")]
 
 
+async def test_an_alert_commits_at_the_end_of_its_batch_not_at_the_commit_interval(
+    pipeline_env, tmp_path
+):
+    """Readers wait for alerts: a batch that raised one commits its transaction at its end,
+    so a read_committed reader sees it long before a 10 min commit interval would."""
+    env = {**fraud_env(pipeline_env), "WEIR_COMMIT_INTERVAL_MS": "600000",
+           "WEIR_OFFSETS_COMMIT_INTERVAL_MS": "600000"}
+    servers = env["KAFKA_BOOTSTRAP_SERVERS"]
+    worker = Worker(env, tmp_path / "worker.log").start()
+    try:
+        await produce(servers, env["WEIR_TOPIC_TRANSACTIONS"],
+                      [(0, b"big", transaction("big-1", "big", T0, 50_000.0))])
+        records = await read_topic(servers, env["WEIR_TOPIC_FRAUD_ALERTS"], 1, timeout_s=60,
+                                   settle_s=0)
+        worker.assert_running()  # visible while the worker runs, not at its stop's commit
+    finally:
+        worker.stop()
+    assert [(a["type"], a["transactionId"]) for a in (json.loads(r.value) for r in records)] == [
+        ("LARGE_AMOUNT", "big-1")]
+
+
 async def test_buffered_transactions_retention_deleted_before_a_restart_are_named_in_an_error(
     pipeline_env, tmp_path
 ):
