@@ -78,13 +78,17 @@ IN_FLIGHT = InFlight()
 
 
 class FollowUp:
-    """How long a round waits for the fetch that follows the one it got (`drain`)."""
+    """How long a round waits for the fetch that follows the one it got (`drain`); 0: not."""
 
-    seconds = 0.0
+    def __init__(self) -> None:
+        self.seconds = 0.0
 
-    @classmethod
-    def configure(cls, follow_up_ms: int) -> None:
-        cls.seconds = follow_up_ms / 1000
+    def configure(self, follow_up_ms: int) -> None:
+        self.seconds = follow_up_ms / 1000
+
+
+#: the follow-up wait of this process's drain loop (``WEIR_FETCH_FOLLOW_UP_MS``)
+FOLLOW_UP = FollowUp()
 
 
 #: topics whose batches start first in each round (the merge stages: a window's result waits
@@ -149,10 +153,11 @@ async def drain(consumer, fetcher) -> None:
         if not records or consumer.should_stop:
             continue
         generation = consumer.app.consumer_generation_id
-        if FollowUp.seconds:
+        follow_up_s = FOLLOW_UP.seconds
+        if follow_up_s:
             # The client fetched the taken partitions again at once, and that answer holds what
             # arrived since: taken in this round, a record waits about one round, not two.
-            more, _ = await consumer._wait_next_records(FollowUp.seconds)
+            more, _ = await consumer._wait_next_records(follow_up_s)
             if consumer.should_stop or consumer.app.consumer_generation_id != generation:
                 continue  # a rebalance began: what was fetched is fetched again after its seek
             for tp, batch in (more or {}).items():

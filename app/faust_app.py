@@ -113,7 +113,7 @@ app = WeirApp(
 monitoring.install(app, settings)
 set_concurrent_transactions_backoff(settings.txn_retry_backoff_ms)
 direct_batches.IN_FLIGHT.configure(settings.batch_concurrency)
-direct_batches.FollowUp.configure(settings.fetch_follow_up_ms)
+direct_batches.FOLLOW_UP.configure(settings.fetch_follow_up_ms)
 transactions.OPEN.configure(settings.commit_interval_ms, settings.offsets_commit_interval_ms)
 
 

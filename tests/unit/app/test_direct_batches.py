@@ -11,7 +11,7 @@ import pytest
 from faust.types import TP
 
 from app import direct_batches
-from app.direct_batches import InFlight, as_events
+from app.direct_batches import FollowUp, InFlight, as_events
 
 
 @dataclass
@@ -31,7 +31,7 @@ def clean_state(monkeypatch):
     monkeypatch.setattr(direct_batches, "READ_THROUGH", {})
     monkeypatch.setattr(direct_batches, "IN_FLIGHT", InFlight())
     direct_batches.IN_FLIGHT.configure(8)
-    monkeypatch.setattr(direct_batches.FollowUp, "seconds", 0.0)  # each fetch its own round
+    monkeypatch.setattr(direct_batches, "FOLLOW_UP", FollowUp())  # 0: each fetch its own round
 
 
 def test_a_batch_that_follows_the_previous_one_covers_the_holes_between():
@@ -162,7 +162,7 @@ async def test_a_rebalance_during_a_fetch_round_skips_the_batches_not_started():
 
 
 async def test_a_round_takes_the_answer_to_the_fetch_that_follows_its_own():
-    direct_batches.FollowUp.configure(3)
+    direct_batches.FOLLOW_UP.configure(3)
     seen = []
 
     async def handler(partition, events):
@@ -177,7 +177,7 @@ async def test_a_round_takes_the_answer_to_the_fetch_that_follows_its_own():
 
 
 async def test_a_rebalance_before_the_follow_up_fetch_drops_the_round():
-    direct_batches.FollowUp.configure(3)
+    direct_batches.FOLLOW_UP.configure(3)
     handled = []
 
     async def handler(partition, events):
