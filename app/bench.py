@@ -42,6 +42,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from app.machine_probe import probe
+
 WINDOW_MS = 60_000
 T0 = 1_700_000_040_000  # a window start
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -443,6 +445,9 @@ async def _run(servers: str, events: int, partitions: int, subjects: List[str],
     work = Path(".weir") / "bench" / time.strftime("%Y%m%d-%H%M%S")
     work.mkdir(parents=True, exist_ok=True)
     say(f"bench: {subjects} on {servers}; logs in {work}")
+    probe_ms: Dict[str, float] = {"start": probe()}
+    say(f"  machine probe: {probe_ms['start']:.1f} CPU ms for a fixed workload (lower: a faster "
+        "machine, see app/machine_probe.py; read again before each subject)")
     exp = Expected()
     if {"weir", "quix", "ceiling"} & set(subjects):
         say(f"  {events:,} orders in {partitions} partitions of {topic}")
@@ -464,6 +469,8 @@ async def _run(servers: str, events: int, partitions: int, subjects: List[str],
         say(f"  running {subject} ...")
         if subject not in ORDERS_SUBJECTS:
             await isolate()
+        probe_ms[subject] = probe()
+        say(f"  machine probe: {probe_ms[subject]:.1f} CPU ms")
         if subject == "weir-latency":
             lat = await bench_close_latency(
                 servers, partitions, options.latency_rate, options.latency_seconds,
@@ -501,8 +508,8 @@ async def _run(servers: str, events: int, partitions: int, subjects: List[str],
         say(table(results))
     if json_path is not None:
         json_path.write_text(json.dumps({"events": events, "partitions": partitions,
-                                         "results": [asdict(r) for r in results], **extra},
-                                        indent=2))
+                                         "results": [asdict(r) for r in results],
+                                         "machine_probe_ms": probe_ms, **extra}, indent=2))
         say(f"results written to {json_path}")
     shutil.rmtree(work / "weir-data", ignore_errors=True)
     shutil.rmtree(work / "quix-state", ignore_errors=True)
