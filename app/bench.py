@@ -449,7 +449,7 @@ async def _run(servers: str, events: int, partitions: int, subjects: List[str],
     say(f"  machine probe: {probe_ms['start']:.1f} CPU ms for a fixed workload (lower: a faster "
         "machine, see app/machine_probe.py; read again before each subject)")
     exp = Expected()
-    if {"weir", "quix", "ceiling"} & set(subjects):
+    if set(ORDERS_SUBJECTS) & set(subjects):
         say(f"  {events:,} orders in {partitions} partitions of {topic}")
         await create_topic(servers, topic, partitions)
         await produce_events(servers, topic, events, partitions, say)

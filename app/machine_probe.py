@@ -6,8 +6,9 @@ so a figure means little without the machine's speed at the time. `probe` times 
 workload shaped like a worker's (JSON decoding, dict and tuple churn, a heap, a sort) and,
 since a worker's state does not fit in the caches, lookups in shuffled order over a table
 of about 40 MB: runs of different moments can be compared, a lower reading is a faster
-machine. Over one slow hour the lookups' time followed the fraud worker's CPU time (0.9 s
-against 25.7 CPU s, 1.2 s against 29-30.5 s); the first part alone moved less.
+machine. Over one slow hour such lookups (over a table twice this size) followed the fraud
+worker's CPU time: 0.9 s against 25.7 CPU s, 1.2 s against 29-30.5 s; the first part alone
+moved less.
 """
 
 from __future__ import annotations
