@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import sys
 from typing import Optional
 from pathlib import Path
@@ -230,6 +231,9 @@ def _clock(ms: int) -> str:
 
 def main() -> None:
     """Console entry point; bad settings stop here with the setting's name."""
+    # a crash in native code (RocksDB, the Kafka client's C parts) prints every thread's
+    # Python stack to the log, not only a signal number in the exit status
+    faulthandler.enable()
     try:
         from app import event_loop
         from app.settings import Settings

@@ -15,6 +15,9 @@ Its client waits at most ``WEIR_FETCH_MAX_WAIT_MS`` for a fetch with no new
 records (Faust hard-codes 1.5 s, which became the close latency of windows
 whenever one fetch covered only idle partitions).
 
+When a rebalance reaches a stopping worker, its consumer thread closes the client on its
+own loop (Faust did so from the main thread: see `ShortFetchWaitThread.close`).
+
 It also asks the broker for the end of a changelog under ``exactly_once``:
 Faust reads the last stable offset cached from the latest fetch response,
 which is unknown right after a rebalance, so a recovery restarted by a
@@ -66,6 +69,26 @@ class ShortFetchWaitThread(AIOKafkaConsumerThread):
             return
         parts = [TopicPartition(tp.topic, tp.partition) for tp in tps]
         self.thread_loop.call_soon_threadsafe(_set_paused, consumer, parts, paused)
+
+    def close(self) -> None:
+        """Close the client when a rebalance reaches a stopping worker, on the client's loop.
+
+        Faust closes it on the app's loop (`faust.App._on_rebalance_when_stopped`), from
+        the main thread, while the client's connections and its coordinator's tasks belong
+        to this thread's loop: the event loop's handles were changed from two threads at
+        once, and a worker stopped in the middle of a rebalance now and then died of
+        SIGSEGV in this thread (uvloop and libuv are not thread-safe)."""
+        consumer = self._consumer
+        if consumer is None or consumer._closed:
+            return
+        consumer._closed = True
+        log.info("A rebalance reached the stopping worker: its Kafka consumer closes now, "
+                 "on its own thread")
+        for closing in (consumer._client.close(), consumer._coordinator.close()):
+            try:
+                asyncio.run_coroutine_threadsafe(closing, self.thread_loop)
+            except RuntimeError:  # the thread's loop is closed: its stop closed the client
+                closing.close()
 
 
 def _set_paused(consumer: Any, parts: List[TopicPartition], paused: bool) -> None:

@@ -10,7 +10,12 @@ Environment (each fault is off unless its variable is set):
   happens, so a restarted worker with the same environment runs normally;
 - ``WEIR_TEST_SEND_OUTSIDE_TRANSACTION=1``: records for that topic leave on a plain,
   non-transactional producer, as faust-streaming does for topics the app does not
-  consume (issue #177). It takes our fix away, to show the test would catch the bug.
+  consume (issue #177). It takes our fix away, to show the test would catch the bug;
+- ``WEIR_TEST_SLOW_REVOKE_MS``: the app's handling of a revocation first prints
+  ``REBALANCE_STARTED`` and sleeps this long (a slow rebalance listener), so a test can stop
+  the worker while a rebalance is in progress;
+- ``WEIR_TEST_SLOW_STOP_MS``: a stopping worker waits this long before Faust stops its
+  consumer and tables (a slow flush), so its consumer's thread still runs meanwhile.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from aiokafka import AIOKafkaProducer
 from app import sinks, transactions
 
 CRASH_EXIT_CODE = 17
+REBALANCE_STARTED = "faulty_worker: a rebalance revokes partitions"
 
 
 def install() -> None:
@@ -33,6 +39,35 @@ def install() -> None:
         slow_commits(int(os.environ["WEIR_TEST_SLOW_COMMIT_MS"]) / 1000)
     if os.environ.get("WEIR_TEST_CRASH_BEFORE_COMMIT_TO"):
         crash_before_commit(os.environ["WEIR_TEST_CRASH_BEFORE_COMMIT_TO"])
+    if os.environ.get("WEIR_TEST_SLOW_REVOKE_MS"):
+        slow_revocations(int(os.environ["WEIR_TEST_SLOW_REVOKE_MS"]) / 1000)
+    if os.environ.get("WEIR_TEST_SLOW_STOP_MS"):
+        slow_stop(int(os.environ["WEIR_TEST_SLOW_STOP_MS"]) / 1000)
+
+
+def slow_revocations(delay_s: float) -> None:
+    from faust.app.base import App  # not the app's module: the loop policy comes first
+
+    revoked = App._on_partitions_revoked
+
+    async def slow_revoked(self, tps):
+        print(REBALANCE_STARTED, flush=True)
+        await asyncio.sleep(delay_s)
+        return await revoked(self, tps)
+
+    App._on_partitions_revoked = slow_revoked
+
+
+def slow_stop(delay_s: float) -> None:
+    from faust.app.base import App
+
+    on_stop = App.on_stop
+
+    async def slow_on_stop(self):
+        await asyncio.sleep(delay_s)
+        await on_stop(self)
+
+    App.on_stop = slow_on_stop
 
 
 def slow_commits(delay_s: float) -> None:

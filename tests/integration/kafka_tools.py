@@ -190,6 +190,12 @@ class Worker:
                 self.proc.wait()
         return self.proc.returncode
 
+    def stop_cleanly(self, timeout_s: float = 60.0) -> None:
+        """Graceful stop that must end with exit status 0; else the log's end is shown
+        (a crash in native code leaves every thread's stack there: ``faulthandler``)."""
+        code = self.stop(timeout_s)
+        assert code == 0, f"{self.log_path.name}: exit status {code}:\n{self.log_text()[-6000:]}"
+
     def kill(self) -> None:
         assert self.proc is not None
         if self.proc.poll() is None:

@@ -290,7 +290,7 @@ async def test_restart_mid_burst_changes_no_output(pipeline_env, tmp_path, keep_
         assert not producing.done(), "the stop should come mid-stream"
         worker.assert_running()
     finally:
-        assert worker.stop() == 0
+        worker.stop_cleanly()
     cut = sent[-1]
     if not keep_data_dir:
         shutil.rmtree(env["WEIR_DATA_DIR"])
@@ -380,7 +380,7 @@ async def test_buffered_transactions_retention_deleted_before_a_restart_are_name
         await read_topic(servers, env["WEIR_TOPIC_FRAUD_ALERTS"], 1, timeout_s=60, settle_s=0)
         worker.assert_running()
     finally:
-        assert worker.stop() == 0
+        worker.stop_cleanly()
     admin = AIOKafkaAdminClient(bootstrap_servers=servers)
     await admin.start()
     try:

@@ -230,7 +230,7 @@ async def test_restart_mid_stream_emits_no_window_twice_and_loses_no_event(
         await read_topic(servers, env["WEIR_TOPIC_ORDER_METRICS"], 1, timeout_s=90, settle_s=0)
         worker.assert_running()
     finally:
-        assert worker.stop() == 0
+        worker.stop_cleanly()
     if not keep_data_dir:
         shutil.rmtree(env["WEIR_DATA_DIR"])
     await producing

@@ -289,7 +289,7 @@ async def test_restart_mid_session_and_mid_hopping_window_changes_no_output(
         await read_topic(servers, env["WEIR_TOPIC_PAGEVIEW_METRICS"], 1, timeout_s=90, settle_s=0)
         worker.assert_running()
     finally:
-        assert worker.stop() == 0
+        worker.stop_cleanly()
     body = first + rest  # in the order sent: the first ``cut`` before the stop
     cut = sent[-1]
     if not keep_data_dir:

@@ -1,0 +1,70 @@
+"""A worker stopped while a rebalance reaches it exits cleanly (SIGTERM, exit status 0).
+
+When a rebalance reaches a stopping worker, Faust closes the Kafka consumer's client.
+It used to do so on the app's loop, from the main thread, while the client lives on
+the consumer's thread and its loop: now and then the worker died of SIGSEGV on its
+way out (seen when a container runtime stopped two workers one after the other).
+The faulty worker holds each revocation for a while, so the test can stop it exactly
+then, every time, instead of hoping for the moment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+import pytest
+
+from tests.integration.faulty_worker import REBALANCE_STARTED
+from tests.integration.kafka_tools import Worker, produce, wait_for
+
+pytestmark = pytest.mark.integration
+
+FAULTY_WEIR = [sys.executable, "-m", "tests.integration.faulty_worker"]
+#: how long the faulty worker holds each revocation: the stop runs meanwhile
+SLOW_REVOKE_MS = 500
+#: how long a stopping worker waits before Faust stops its consumer: the rebalance ends
+#: meanwhile, while the consumer's thread still runs
+SLOW_STOP_MS = 3000
+ROUNDS = 2  # each worker is the second once
+#: what `app.consumer` logs when a rebalance reaches a stopping worker
+CLIENT_CLOSED = "its Kafka consumer closes now, on its own thread"
+
+
+def transaction(n: int, ts: int) -> bytes:
+    return json.dumps({"transactionId": f"t{n}", "userId": f"u{n % 5}", "amount": 12.5,
+                       "merchantId": "m1", "location": "Oslo", "timestamp": ts}).encode()
+
+
+async def test_a_worker_stopped_while_a_rebalance_reaches_it_exits_cleanly(pipeline_env,
+                                                                            tmp_path):
+    env = {**pipeline_env, "WEIR_TEST_SLOW_REVOKE_MS": str(SLOW_REVOKE_MS),
+           "WEIR_TEST_SLOW_STOP_MS": str(SLOW_STOP_MS)}
+    workers = [Worker({**env, "WEIR_DATA_DIR": str(tmp_path / f"worker-{i}-data")},
+                      tmp_path / f"worker-{i}.log", FAULTY_WEIR) for i in (1, 2)]
+    try:
+        for round_ in range(ROUNDS):
+            first, second = workers if round_ % 2 == 0 else workers[::-1]
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                await worker.wait_ready(timeout_s=120)
+            base_ms = 1_700_000_000_000 + round_ * 600_000
+            await produce(env["KAFKA_BOOTSTRAP_SERVERS"], env["WEIR_TOPIC_TRANSACTIONS"],
+                          [(n % 4, f"u{n % 5}".encode(), transaction(round_ * 100 + n,
+                                                                     base_ms + n * 100))
+                           for n in range(40)])
+            started = second.log_text().count(REBALANCE_STARTED)
+            closed = second.log_text().count(CLIENT_CLOSED)
+            first.stop_cleanly()  # it leaves the group: the second's revocation begins
+            await asyncio.to_thread(
+                wait_for, lambda: second.log_text().count(REBALANCE_STARTED) > started,
+                30, "the second worker's revocation to begin", 0.02)
+            second.stop_cleanly()  # its stop runs while the revocation is held
+            # the rebalance did reach it while it stopped, and the client closed on its thread
+            assert second.log_text().count(CLIENT_CLOSED) > closed
+    finally:
+        for worker in workers:
+            if worker.proc is not None:
+                worker.stop(timeout_s=30)
