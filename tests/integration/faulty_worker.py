@@ -15,7 +15,9 @@ Environment (each fault is off unless its variable is set):
   ``REBALANCE_STARTED`` and sleeps this long (a slow rebalance listener), so a test can stop
   the worker while a rebalance is in progress;
 - ``WEIR_TEST_SLOW_STOP_MS``: a stopping worker waits this long before Faust stops its
-  consumer and tables (a slow flush), so its consumer's thread still runs meanwhile.
+  consumer and tables (a slow flush), so its consumer's thread still runs meanwhile;
+- ``WEIR_TEST_TRACE_CLIENT_CLOSE=1``: a Kafka client closed on a loop other than its own
+  prints ``CLIENT_CLOSED_ELSEWHERE`` (no fault: a probe of what the worker does).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import threading
 from pathlib import Path
 
 import orjson
@@ -32,6 +35,7 @@ from app import sinks, transactions
 
 CRASH_EXIT_CODE = 17
 REBALANCE_STARTED = "faulty_worker: a rebalance revokes partitions"
+CLIENT_CLOSED_ELSEWHERE = "faulty_worker: a Kafka client closed on another loop than its own"
 
 
 def install() -> None:
@@ -43,6 +47,8 @@ def install() -> None:
         slow_revocations(int(os.environ["WEIR_TEST_SLOW_REVOKE_MS"]) / 1000)
     if os.environ.get("WEIR_TEST_SLOW_STOP_MS"):
         slow_stop(int(os.environ["WEIR_TEST_SLOW_STOP_MS"]) / 1000)
+    if os.environ.get("WEIR_TEST_TRACE_CLIENT_CLOSE") == "1":
+        trace_client_close()
 
 
 def slow_revocations(delay_s: float) -> None:
@@ -68,6 +74,20 @@ def slow_stop(delay_s: float) -> None:
         await on_stop(self)
 
     App.on_stop = slow_on_stop
+
+
+def trace_client_close() -> None:
+    from aiokafka.client import AIOKafkaClient
+
+    close = AIOKafkaClient.close
+
+    async def traced_close(self):
+        if self._loop is not asyncio.get_running_loop():
+            print(f"{CLIENT_CLOSED_ELSEWHERE} (on thread {threading.current_thread().name})",
+                  flush=True)
+        return await close(self)
+
+    AIOKafkaClient.close = traced_close
 
 
 def slow_commits(delay_s: float) -> None:
