@@ -208,6 +208,15 @@ class Worker:
         )
 
 
+def stop_all_cleanly(workers: List["Worker"], timeout_s: float = 60.0) -> None:
+    """Stop the workers one after the other (each stop rebalances the others), then check that
+    each exited with status 0."""
+    for worker in workers:
+        worker.stop(timeout_s)
+    for worker in workers:
+        worker.stop_cleanly(timeout_s)
+
+
 def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 0.2) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -68,6 +68,7 @@ async def test_broker_killed_and_restarted_mid_stream_leaves_every_output_exact(
         outputs = await read_both_pipelines(env, len(order_body) + len(order_flush),
                                             len(view_body) + len(view_flush))
         worker.assert_running()
+        worker.stop_cleanly()  # a graceful stop exits with status 0
     finally:
         worker.stop()
         if broker.running_pid(kafka_broker.home) is None:  # leave a broker for the next tests

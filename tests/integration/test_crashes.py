@@ -113,6 +113,7 @@ async def test_kill_9_mid_stream_and_restart_leaves_every_output_exact(
                                             len(view_body) + len(view_flush),
                                             len(tx_body) + len(tx_flush))
         worker.assert_running()
+        worker.stop_cleanly()  # a graceful stop exits with status 0
     finally:
         worker.stop()
     assert_both_exact(outputs, env)

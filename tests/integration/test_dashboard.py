@@ -23,7 +23,7 @@ from typing import Dict, List, Tuple
 import pytest
 from playwright.async_api import async_playwright, expect
 
-from tests.integration.kafka_tools import Worker, produce, read_topic
+from tests.integration.kafka_tools import Worker, produce, read_topic, stop_all_cleanly
 from tests.fraud_oracle import Thresholds, Tx, expected as expected_fraud
 from tests.oracle import InputEvent, expected_outputs
 from tests.pageview_oracle import View, expected_windows
@@ -259,7 +259,4 @@ async def test_every_worker_dashboard_shows_the_figures_the_events_imply_also_af
         for worker in workers:
             worker.assert_running()
     finally:
-        for worker in workers:  # all stopped first, then each exit status checked
-            worker.stop(timeout_s=30)
-        for worker in workers:
-            worker.stop_cleanly()
+        stop_all_cleanly(workers, timeout_s=30)

@@ -36,6 +36,7 @@ async def test_idle_partition_stops_holding_back_merged_windows(pipeline_env, tm
         records = await read_topic(servers, env["WEIR_TOPIC_ORDER_METRICS"], len(want),
                                    timeout_s=60, settle_s=1.0)
         worker.assert_running()
+        worker.stop_cleanly()  # a graceful stop exits with status 0
     finally:
         worker.stop()
     got = {m["windowStart"]: (m["totalOrders"], round(m["totalRevenue"], 6))
@@ -57,6 +58,7 @@ async def test_quiet_stream_closes_its_last_window_by_the_wall_clock(pipeline_en
         records = await read_topic(servers, env["WEIR_TOPIC_ORDER_METRICS"], 1,
                                    timeout_s=60, settle_s=2.0)
         worker.assert_running()
+        worker.stop_cleanly()  # a graceful stop exits with status 0
     finally:
         worker.stop()
     [metrics] = [json.loads(r.value) for r in records]

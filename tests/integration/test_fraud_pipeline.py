@@ -259,6 +259,7 @@ async def test_alerts_late_transactions_and_dead_letters_equal_the_batch_oracle(
         assert want_late and dead and len({t.id for t in txs}) < len(txs), "input covers each path"
         outputs = await read_outputs(env, want_alerts, len(want_late), len(dead))
         worker.assert_running()
+        worker.stop_cleanly()  # a graceful stop exits with status 0
     finally:
         worker.stop()
     want = assert_exact(outputs, txs, dead, env)
@@ -303,6 +304,7 @@ async def test_restart_mid_burst_changes_no_output(pipeline_env, tmp_path, keep_
         want_alerts, want_late = expected(txs, thresholds(env))
         outputs = await read_outputs(env, want_alerts, len(want_late), len(dead), settle_s=3.0)
         worker.assert_running()
+        worker.stop_cleanly()  # a graceful stop exits with status 0
     finally:
         worker.stop()
     want = assert_exact(outputs, txs, dead, env)
@@ -331,6 +333,7 @@ async def test_quiet_stream_evaluates_its_last_transactions_by_the_wall_clock(
         records = await read_topic(servers, env["WEIR_TOPIC_FRAUD_ALERTS"], 2, timeout_s=60,
                                    settle_s=2.0)
         worker.assert_running()
+        worker.stop_cleanly()  # a graceful stop exits with status 0
     finally:
         worker.stop()
     got = sorted((a["type"], a["transactionId"], a["count"], a["fromLocation"])
@@ -393,6 +396,7 @@ async def test_buffered_transactions_retention_deleted_before_a_restart_are_name
         records = await read_topic(servers, env["WEIR_TOPIC_FRAUD_ALERTS"], 2, timeout_s=60,
                                    settle_s=2.0)
         worker.assert_running()
+        worker.stop_cleanly()  # a graceful stop exits with status 0
     finally:
         worker.stop()
     assert f"{topic}[0] offsets 0..1 are gone (retention)" in worker.log_text()

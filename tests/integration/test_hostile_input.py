@@ -55,6 +55,7 @@ async def test_every_hostile_payload_is_a_dead_letter_with_its_reason_and_change
         worker.assert_running()
         exported = Counter({(labels["pipeline"], labels["reason"]): int(value) for labels, value
                             in scrape(worker.web_port).get("weir_dead_letters_total", [])})
+        worker.stop_cleanly()  # a graceful stop exits with status 0
     finally:
         worker.stop()
     assert_both_exact(outputs)  # windows, sessions, late events and dead letters

@@ -90,6 +90,7 @@ async def run_exact_pipeline(servers: dict, listener: str, security: dict, tmp_p
         worker.assert_running()
         counted = scrape(worker.web_port)["weir_events_consumed_total"]
         assert sum(v for _, v in counted) == len(messages)
+        worker.stop_cleanly()  # a graceful stop exits with status 0
     finally:
         worker.stop()
     assert_exact(got, expected, dead_expected, inputs)

@@ -6,7 +6,8 @@ import collections
 
 import pytest
 
-from tests.integration.kafka_tools import Worker, free_port, interleaved, read_topic, wait_for
+from tests.integration.kafka_tools import (Worker, free_port, interleaved, read_topic,
+                                          stop_all_cleanly, wait_for)
 from tests.integration.prometheus_tools import Prometheus, http_status, scrape
 from tests.integration.test_orders_pipeline import fixed_input, oracle_for, produce_slowly
 from tests.unit.test_deployment import dashboard_queries
@@ -111,6 +112,7 @@ async def test_prometheus_sums_of_two_workers_equal_what_was_produced(pipeline_e
         for title in ("Throughput (events/s)", "Consumer lag (records)", "Watermark lag (s)",
                       "Dead letters by reason (/s)", "Late events (/s)"):
             assert prom.query(queries[title][0]), title
+        stop_all_cleanly(workers)
     finally:
         prom.stop()
         for w in workers:

@@ -178,6 +178,7 @@ async def test_windows_late_events_and_dead_letters_equal_the_batch_oracle(
         assert len(set(messages)) < len(messages)  # and upstream re-deliveries
         got = await read_outputs(env, expected, len(dead_expected))
         worker.assert_running()
+        worker.stop_cleanly()  # a graceful stop exits with status 0
     finally:
         worker.stop()
     assert_exact(got, expected, dead_expected, inputs, lateness_ms)
@@ -201,6 +202,7 @@ async def test_a_closed_window_is_visible_to_read_committed_readers_before_the_c
         metrics = await read_topic(servers, env["WEIR_TOPIC_ORDER_METRICS"], 1, timeout_s=30,
                                    settle_s=0)
         worker.assert_running()
+        worker.stop_cleanly()  # a graceful stop exits with status 0
     finally:
         worker.stop()
     assert [(json.loads(r.value)["windowStart"], json.loads(r.value)["totalOrders"])
@@ -242,6 +244,7 @@ async def test_restart_mid_stream_emits_no_window_twice_and_loses_no_event(
         expected, dead_expected = oracle_for(inputs)
         got = await read_outputs(env, expected, len(dead_expected), settle_s=3.0)
         worker.assert_running()
+        worker.stop_cleanly()  # a graceful stop exits with status 0
     finally:
         worker.stop()
     assert_exact(got, expected, dead_expected, inputs)

@@ -258,6 +258,7 @@ async def test_windows_sessions_late_and_dead_letters_equal_the_batch_oracles(
         assert len(views) + len(dead) < len(inputs)  # upstream re-deliveries
         outputs = await read_outputs(env, want_windows, want_sessions, len(want_late), len(dead))
         worker.assert_running()
+        worker.stop_cleanly()  # a graceful stop exits with status 0
     finally:
         worker.stop()
     assert_exact(outputs, inputs)
@@ -305,6 +306,7 @@ async def test_restart_mid_session_and_mid_hopping_window_changes_no_output(
         outputs = await read_outputs(env, want_windows, want_sessions, len(want_late), len(dead),
                                      settle_s=3.0)
         worker.assert_running()
+        worker.stop_cleanly()  # a graceful stop exits with status 0
     finally:
         worker.stop()
     assert_exact(outputs, inputs)

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from tests.integration.kafka_tools import interleaved, produce, read_topic, wait_for
+from tests.integration.kafka_tools import interleaved, produce, read_topic, stop_all_cleanly, wait_for
 from tests.integration.prometheus_tools import scrape
 from tests.integration.test_metrics import make_workers, start_workers
 from tests.integration.test_orders_pipeline import (MALFORMED, SIZE_MS, T0, assert_exact,
@@ -95,6 +95,7 @@ async def test_three_workers_on_12_partitions_own_each_once_and_emit_exact_outpu
             counted = consumed_partitions(w.web_port, topic)
             assert set(counted) == mine
             assert counted == {p: per_partition[p] for p in mine}
+        stop_all_cleanly(workers)
     finally:
         for w in workers:
             w.stop()
@@ -150,6 +151,7 @@ async def test_a_worker_joining_while_transactions_are_open_leaves_outputs_and_c
 
         wait_for(lambda: sum(counted().values()) >= len(inputs), 60, "every event counted")
         assert counted() == per_partition  # each offset once, over both workers
+        stop_all_cleanly(workers)
     finally:
         for w in workers:
             if w.proc is not None:
