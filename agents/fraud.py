@@ -331,7 +331,7 @@ async def fraud_announce() -> None:
 
 @app.timer(interval=10.0)
 async def fraud_progress() -> None:
-    line = progress_line(PIPELINE, ordered, app, RULES_SOURCE)
+    line = await progress_line(PIPELINE, ordered, app, RULES_SOURCE)
     buffered = sum(ordered.buffered(p) for p in ordered.partitions())
     log.info("%s; %d buffered; %s", line, buffered,
              ", ".join(f"{k} {v}" for k, v in sorted(counters.items())) or "no transaction yet")

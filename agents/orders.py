@@ -141,7 +141,7 @@ async def orders_idle_tick() -> None:
 
 @app.timer(interval=10.0)
 async def orders_progress() -> None:
-    log.info(progress_line(PIPELINE, totals.engine, app, settings.orders_topic))
+    log.info(await progress_line(PIPELINE, totals.engine, app, settings.orders_topic))
 
 
 watches = stall_watches(app, settings.orders_topic, lambda p: totals.engine.clock(p).next_offset, process_orders, merger)

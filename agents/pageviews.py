@@ -212,7 +212,7 @@ async def pageviews_idle_tick() -> None:
 
 @app.timer(interval=10.0)
 async def pageviews_progress() -> None:
-    log.info(progress_line(PIPELINE, tumbling.engine, app, settings.pageviews_topic))
+    log.info(await progress_line(PIPELINE, tumbling.engine, app, settings.pageviews_topic))
 
 
 watches = stall_watches(app, settings.pageviews_topic, lambda p: tumbling.engine.clock(p).next_offset, process_pageviews, merger)

@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Dict, Iterable, List, Mapping, Optional
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Set
 
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
 from faust.transport.consumer import TransactionManager
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer
 from faust.types import TP
@@ -209,6 +210,20 @@ class DeliveredOffsetsConsumer(Consumer):
         tps = list(tps)
         super().resume_partitions(tps)
         self._thread.pause_fetching(tps, False)
+
+    async def client_paused(self, timeout_s: float = 2.0) -> Optional[Set[TopicPartition]]:
+        """The partitions the Kafka client holds paused, read on the client's own thread, or
+        None when it cannot tell (no client, no answer in ``timeout_s``). Its subscription
+        changes on that thread: read from the main thread during a rebalance, a partition
+        could leave between two lookups and the read raise (in a timer, a crash)."""
+        thread = self._thread
+        client = thread._consumer
+        if client is None or thread.thread_loop.is_closed():
+            return None
+        try:
+            return await asyncio.wait_for(thread.call_thread(client.paused), timeout_s)
+        except (asyncio.TimeoutError, KafkaError, RuntimeError):
+            return None
 
     def delivered(self, tp: TP, next_offset: int) -> None:
         """Everything of ``tp`` before ``next_offset`` is processed and its outputs flushed."""

@@ -199,7 +199,7 @@ async def check_watches(watches: Sequence[StallWatch], pipeline: str,
         await run_tick(pipeline, watch.check, forget_all)
 
 
-def progress_line(pipeline: str, engine: Any, app: Any = None, topic: str = "") -> str:
+async def progress_line(pipeline: str, engine: Any, app: Any = None, topic: str = "") -> str:
     """Where each partition of a pipeline stands: next offset and watermark (and, given the
     app, the partitions of ``topic`` that Faust or the Kafka client hold paused)."""
     parts = []
@@ -212,11 +212,11 @@ def progress_line(pipeline: str, engine: Any, app: Any = None, topic: str = "") 
         consumer = app.consumer
         faust_paused = sorted(tp.partition for tp in consumer._paused_partitions
                               if tp.topic == topic)
-        client = consumer._thread._consumer
-        client_paused = sorted(tp.partition for tp in (client.paused() if client else ())
-                               if tp.topic == topic)
+        in_client = await consumer.client_paused()  # read on the client's thread
+        client_paused = sorted(tp.partition for tp in in_client or () if tp.topic == topic)
         if faust_paused or client_paused:
-            line += f"; paused: faust {faust_paused}, client {client_paused}"
+            client = "unknown" if in_client is None else client_paused
+            line += f"; paused: faust {faust_paused}, client {client}"
     return line
 
 

@@ -93,10 +93,10 @@ def trace_client_close() -> None:
 def slow_commits(delay_s: float) -> None:
     commit = transactions.OpenTransactions.commit
 
-    async def slow_commit(self, tid, group_id):
+    async def slow_commit(self, tid, group_id, **options):
         if tid in self.open:
             await asyncio.sleep(delay_s)
-        await commit(self, tid, group_id)
+        await commit(self, tid, group_id, **options)
 
     transactions.OpenTransactions.commit = slow_commit
 
@@ -123,13 +123,13 @@ def crash_before_commit(topic: str) -> None:
             return await send_outside(key, value, partition)
         return await send(self, to, key, value, partition, slot)
 
-    async def faulty_commit(self, tid, group_id):
+    async def faulty_commit(self, tid, group_id, **options):
         if getattr(self.open.get(tid), "crash_due", False) and not marker.exists():
             marker.touch()
             print(f"faulty_worker: exiting before the commit of a batch sent to {topic}",
                   flush=True)
             os._exit(CRASH_EXIT_CODE)
-        await commit(self, tid, group_id)
+        await commit(self, tid, group_id, **options)
 
     sinks.Sender.send = faulty_send
     transactions.OpenTransactions.commit = faulty_commit
