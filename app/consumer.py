@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Set
 
 from aiokafka import TopicPartition
@@ -70,6 +71,22 @@ class ShortFetchWaitThread(AIOKafkaConsumerThread):
             return
         parts = [TopicPartition(tp.topic, tp.partition) for tp in tps]
         self.thread_loop.call_soon_threadsafe(_set_paused, consumer, parts, paused)
+
+    def _crash(self, reason: BaseException) -> None:
+        """Mark this service crashed on its own loop. A crash of the app reaches every service
+        from the main thread (mode walks them all), and the waiters of this one's crashed
+        event belong to this thread's running loop: the same race as in `close`."""
+        mark = super()._crash
+        loop = self.thread_loop
+        if (threading.current_thread() is self._thread or loop.is_closed()
+                or not loop.is_running()):
+            mark(reason)
+            return
+        self.crash_reason = reason
+        try:
+            loop.call_soon_threadsafe(mark, reason)
+        except RuntimeError:  # closed meanwhile: nothing runs on it any more
+            mark(reason)
 
     def close(self) -> None:
         """Close the client when a rebalance reaches a stopping worker, on the client's loop.

@@ -16,6 +16,8 @@ Environment (each fault is off unless its variable is set):
   the worker while a rebalance is in progress;
 - ``WEIR_TEST_SLOW_STOP_MS``: a stopping worker waits this long before Faust stops its
   consumer and tables (a slow flush), so its consumer's thread still runs meanwhile;
+- ``WEIR_TEST_FAIL_ASSIGNMENT=1``: the app's handling of an assignment of partitions raises
+  ``ASSIGNMENT_FAILED`` (Faust then crashes the app, and the worker exits);
 - ``WEIR_TEST_TRACE_CLIENT_CLOSE=1``: a Kafka client closed on a loop other than its own
   prints ``CLIENT_CLOSED_ELSEWHERE`` (no fault: a probe of what the worker does).
 """
@@ -35,6 +37,7 @@ from app import sinks, transactions
 
 CRASH_EXIT_CODE = 17
 REBALANCE_STARTED = "faulty_worker: a rebalance revokes partitions"
+ASSIGNMENT_FAILED = "faulty_worker: an assignment fails"
 CLIENT_CLOSED_ELSEWHERE = "faulty_worker: a Kafka client closed on another loop than its own"
 
 
@@ -47,6 +50,8 @@ def install() -> None:
         slow_revocations(int(os.environ["WEIR_TEST_SLOW_REVOKE_MS"]) / 1000)
     if os.environ.get("WEIR_TEST_SLOW_STOP_MS"):
         slow_stop(int(os.environ["WEIR_TEST_SLOW_STOP_MS"]) / 1000)
+    if os.environ.get("WEIR_TEST_FAIL_ASSIGNMENT") == "1":
+        fail_first_assignment()
     if os.environ.get("WEIR_TEST_TRACE_CLIENT_CLOSE") == "1":
         trace_client_close()
 
@@ -74,6 +79,19 @@ def slow_stop(delay_s: float) -> None:
         await on_stop(self)
 
     App.on_stop = slow_on_stop
+
+
+def fail_first_assignment() -> None:
+    from faust.agents.manager import AgentManager  # the first step of Faust's assignment
+
+    on_rebalance = AgentManager.on_rebalance
+
+    async def failing_on_rebalance(self, revoked, newly_assigned):
+        if newly_assigned:
+            raise RuntimeError(ASSIGNMENT_FAILED)
+        return await on_rebalance(self, revoked, newly_assigned)
+
+    AgentManager.on_rebalance = failing_on_rebalance
 
 
 def trace_client_close() -> None:

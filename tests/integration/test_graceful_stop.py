@@ -18,7 +18,8 @@ import sys
 
 import pytest
 
-from tests.integration.faulty_worker import CLIENT_CLOSED_ELSEWHERE, REBALANCE_STARTED
+from tests.integration.faulty_worker import (ASSIGNMENT_FAILED, CLIENT_CLOSED_ELSEWHERE,
+                                             REBALANCE_STARTED)
 from tests.integration.kafka_tools import Worker, produce, wait_for
 
 pytestmark = pytest.mark.integration
@@ -74,3 +75,26 @@ async def test_a_worker_stopped_while_a_rebalance_reaches_it_exits_cleanly(pipel
         for worker in workers:
             if worker.proc is not None:
                 worker.stop(timeout_s=30)
+
+
+#: what uvloop raises, in debug mode, when a thread schedules work on another thread's loop
+WRONG_THREAD = "Non-thread-safe operation invoked on an event loop other than the current one"
+
+
+async def test_a_worker_whose_app_crashes_exits_with_the_error_not_a_signal(pipeline_env,
+                                                                             tmp_path):
+    """A crash of the app (here: its handling of an assignment raises) reaches every service
+    from the main thread, the consumer's thread too; each marks itself crashed on its own
+    loop. In asyncio's debug mode uvloop refuses work scheduled on a running loop from
+    another thread, so the log would name any such call."""
+    env = {**pipeline_env, "WEIR_TEST_FAIL_ASSIGNMENT": "1", "PYTHONASYNCIODEBUG": "1"}
+    worker = Worker(env, tmp_path / "worker.log", FAULTY_WEIR).start()
+    try:
+        await asyncio.to_thread(wait_for, lambda: worker.proc.poll() is not None, 90,
+                                "the worker to exit after its app crashed")
+    finally:
+        worker.kill()
+    log = worker.log_text()
+    assert worker.proc.returncode > 0, f"exit status {worker.proc.returncode}:\n{log[-6000:]}"
+    assert ASSIGNMENT_FAILED in log  # the reason is in the log
+    assert WRONG_THREAD not in log
