@@ -72,6 +72,13 @@ class ShortFetchWaitThread(AIOKafkaConsumerThread):
         parts = [TopicPartition(tp.topic, tp.partition) for tp in tps]
         self.thread_loop.call_soon_threadsafe(_set_paused, consumer, parts, paused)
 
+    def _stopped_set(self) -> None:
+        """Mark this service stopped on its loop, unless the loop is already closed: after a
+        crash the thread has ended, and mode's stop logged "Event loop is closed" as an
+        error of the stop."""
+        if not self.thread_loop.is_closed():
+            super()._stopped_set()
+
     def _crash(self, reason: BaseException) -> None:
         """Mark this service crashed on its own loop. A crash of the app reaches every service
         from the main thread (mode walks them all), and the waiters of this one's crashed
