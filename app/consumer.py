@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Set
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Set
 
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
@@ -67,10 +67,20 @@ class ShortFetchWaitThread(AIOKafkaConsumerThread):
         prefetch backoff, 100 ms (it fetches nothing from a broker while records it
         fetched in the last 100 ms wait unread): seen as the first window's close latency."""
         consumer = self._consumer
-        if consumer is None or self.thread_loop.is_closed():
-            return
-        parts = [TopicPartition(tp.topic, tp.partition) for tp in tps]
-        self.thread_loop.call_soon_threadsafe(_set_paused, consumer, parts, paused)
+        if consumer is not None:
+            parts = [TopicPartition(tp.topic, tp.partition) for tp in tps]
+            self._soon_on_own_loop(_set_paused, consumer, parts, paused)
+
+    def _soon_on_own_loop(self, callback: Callable[..., Any], *args: Any) -> bool:
+        """Run ``callback(*args)`` on this thread's loop soon (the client's objects belong to
+        it: uvloop and libuv are not thread-safe); False when the loop is closed."""
+        if self.thread_loop.is_closed():
+            return False
+        try:
+            self.thread_loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:  # closed meanwhile
+            return False
+        return True
 
     def _stopped_set(self) -> None:
         """Mark this service stopped on its loop, unless the loop is already closed: after a
@@ -84,15 +94,11 @@ class ShortFetchWaitThread(AIOKafkaConsumerThread):
         from the main thread (mode walks them all), and the waiters of this one's crashed
         event belong to this thread's running loop: the same race as in `close`."""
         mark = super()._crash
-        loop = self.thread_loop
-        if (threading.current_thread() is self._thread or loop.is_closed()
-                or not loop.is_running()):
+        if threading.current_thread() is self._thread or not self.thread_loop.is_running():
             mark(reason)
             return
         self.crash_reason = reason
-        try:
-            loop.call_soon_threadsafe(mark, reason)
-        except RuntimeError:  # closed meanwhile: nothing runs on it any more
+        if not self._soon_on_own_loop(mark, reason):  # closed meanwhile: nothing runs there
             mark(reason)
 
     def close(self) -> None:
@@ -110,10 +116,8 @@ class ShortFetchWaitThread(AIOKafkaConsumerThread):
         log.info("A rebalance reached the stopping worker: its Kafka consumer closes now, "
                  "on its own thread")
         for closing in (consumer._client.close(), consumer._coordinator.close()):
-            try:
-                asyncio.run_coroutine_threadsafe(closing, self.thread_loop)
-            except RuntimeError:  # the thread's loop is closed: its stop closed the client
-                closing.close()
+            if not self._soon_on_own_loop(asyncio.ensure_future, closing):
+                closing.close()  # the loop is closed: the thread's stop closed the client
 
 
 def _set_paused(consumer: Any, parts: List[TopicPartition], paused: bool) -> None:
