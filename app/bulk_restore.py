@@ -29,7 +29,7 @@ from typing import Any, Callable, Counter, Dict, Mapping, Optional, Set
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.tables.manager import TableManager
-from faust.tables.recovery import Recovery
+from faust.tables.recovery import RebalanceAgain, Recovery
 from faust.types import TP
 
 log = logging.getLogger(__name__)
@@ -155,6 +155,22 @@ class BulkRestoringRecovery(Recovery):
             {tp: self.tp_to_table[tp] for tp in first}, first, last, limit_s)
         for tp, offset in read_through.items():
             destination[tp] = max(destination[tp], offset)
+
+    async def _seek_offsets(self, consumer: Any, tps: Set[TP], offsets: Counter[TP],
+                            title: str) -> None:
+        """Seek, unless a rebalance came after this pass built its offsets.
+
+        A rebalance refills the offsets of the pass in progress (`on_rebalance`: a newly
+        assigned partition with nothing persisted gets None) and sets
+        `signal_recovery_start` in the same step, with no wait between; Faust looks at that
+        signal only around its waits, so a pass that went on to seek its standby
+        partitions could seek one to None. aiokafka refused it ("Offset must be a positive
+        integer"), the error passed Faust's wait before the signal did, and the recovery
+        crashed the worker (seen once after a kill -9 and a join close together). The pass
+        starts over instead, with offsets built for the new assignment."""
+        if self.signal_recovery_start.is_set():
+            raise RebalanceAgain()
+        await super()._seek_offsets(consumer, tps, offsets, title)
 
     def _start_from_persisted(self, tps: Set[TP], destination: Counter[TP]) -> None:
         """Each active partition is read from the offset its store says it holds.

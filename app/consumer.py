@@ -219,9 +219,11 @@ class DeliveredOffsetsConsumer(Consumer):
     async def seek_wait(self, partitions: Mapping[TP, int]) -> None:
         """Seek, with offsets below 0 (or none) read as 0 (the start of the partition).
 
-        Faust's recovery of standby partitions once asked for a negative offset after a
-        member was killed and the group rebalanced, and the worker crashed with
-        ``ValueError('Offset must be a positive integer')``."""
+        Faust's recovery of standby partitions once asked for an offset aiokafka refused
+        after a member was killed and the group rebalanced, and the worker crashed with
+        ``ValueError('Offset must be a positive integer')`` (aiokafka's words for None too).
+        The cause, a pass that seeks after a rebalance refilled its offsets, is closed in
+        `BulkRestoringRecovery._seek_offsets`; this stays as a second line."""
         bad = {tp: offset for tp, offset in partitions.items() if offset is None or offset < 0}
         if bad:
             log.warning("seek to offsets below 0 read as 0: %s", bad)

@@ -71,3 +71,44 @@ async def test_without_the_bulk_step_faust_reads_a_kept_partition_from_what_its_
     offsets = Counter({kept: 166})
     await rec._build_offsets(Consumer(), {kept}, offsets, "active")
     assert offsets == {kept: 79}  # Faust reads 80..166 itself
+
+
+class SeekingConsumer:
+    def __init__(self):
+        self.sought = []
+
+    async def seek_wait(self, partitions):
+        self.sought.append(dict(partitions))
+
+
+def seeking_recovery(rebalanced: bool):
+    """Just what `_seek_offsets` reads: the signal a rebalance sets (Faust's own event)."""
+    rec = object.__new__(BulkRestoringRecovery)
+    if rebalanced:
+        rec.signal_recovery_start.set()
+    return rec
+
+
+async def test_a_pass_that_a_rebalance_overtook_starts_over_instead_of_seeking_its_offsets():
+    from faust.tables.recovery import RebalanceAgain
+
+    arrived = TP("app-view-changelog", 3)
+    # the rebalance gave the newly assigned standby partition None (nothing persisted yet)
+    offsets = Counter({arrived: None})
+    consumer = SeekingConsumer()
+    try:
+        await seeking_recovery(rebalanced=True)._seek_offsets(consumer, {arrived}, offsets,
+                                                              "standby")
+    except RebalanceAgain:
+        pass
+    else:
+        raise AssertionError("the pass went on to seek after a rebalance")
+    assert consumer.sought == []
+
+
+async def test_a_pass_no_rebalance_overtook_seeks_as_faust_does():
+    kept, empty = TP("app-view-changelog", 1), TP("app-view-changelog", 2)
+    consumer = SeekingConsumer()
+    await seeking_recovery(rebalanced=False)._seek_offsets(
+        consumer, {kept, empty}, Counter({kept: 41, empty: -1}), "standby")
+    assert consumer.sought == [{kept: 41, empty: 0}]  # -1 (nothing applied): from the start

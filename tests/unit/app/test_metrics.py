@@ -130,3 +130,11 @@ def test_exposition_uses_prometheus_names():
     assert "# TYPE weir_batch_processing_seconds histogram" in text
     assert "_created" not in text
     assert all(n.startswith("weir_") for n in metrics.METRIC_NAMES)
+
+
+def test_recovery_remaining_skips_partitions_whose_offset_a_rebalance_left_unknown():
+    kept, arrived, unread = (TP("app-view-changelog", p) for p in (0, 1, 2))
+    highwaters = {kept: 120, arrived: 80, unread: -1}
+    offsets = {kept: 100, arrived: None}  # arrived: nothing persisted, its pass not built yet
+    # arrived is counted once its pass knows where it starts; unread has no highwater yet
+    assert monitoring.remaining(highwaters, offsets) == 20
