@@ -51,7 +51,7 @@ def install() -> None:
     if os.environ.get("WEIR_TEST_SLOW_STOP_MS"):
         slow_stop(int(os.environ["WEIR_TEST_SLOW_STOP_MS"]) / 1000)
     if os.environ.get("WEIR_TEST_FAIL_ASSIGNMENT") == "1":
-        fail_first_assignment()
+        fail_assignments()
     if os.environ.get("WEIR_TEST_TRACE_CLIENT_CLOSE") == "1":
         trace_client_close()
 
@@ -81,7 +81,7 @@ def slow_stop(delay_s: float) -> None:
     App.on_stop = slow_on_stop
 
 
-def fail_first_assignment() -> None:
+def fail_assignments() -> None:
     from faust.agents.manager import AgentManager  # the first step of Faust's assignment
 
     on_rebalance = AgentManager.on_rebalance
