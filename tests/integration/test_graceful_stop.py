@@ -13,7 +13,6 @@ thread's loop, is probed on every close (``WEIR_TEST_TRACE_CLIENT_CLOSE``).
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 
 import pytest
@@ -21,6 +20,7 @@ import pytest
 from tests.integration.faulty_worker import (ASSIGNMENT_FAILED, CLIENT_CLOSED_ELSEWHERE,
                                              REBALANCE_STARTED)
 from tests.integration.kafka_tools import Worker, produce, wait_for
+from tests.integration.test_fraud_pipeline import transaction
 
 pytestmark = pytest.mark.integration
 
@@ -33,11 +33,6 @@ SLOW_STOP_MS = 3000
 ROUNDS = 2  # each worker is the second once
 #: what `app.consumer` logs when a rebalance reaches a stopping worker
 CLIENT_CLOSED = "its Kafka consumer closes now, on its own thread"
-
-
-def transaction(n: int, ts: int) -> bytes:
-    return json.dumps({"transactionId": f"t{n}", "userId": f"u{n % 5}", "amount": 12.5,
-                       "merchantId": "m1", "location": "Oslo", "timestamp": ts}).encode()
 
 
 async def test_a_worker_stopped_while_a_rebalance_reaches_it_exits_cleanly(pipeline_env,
@@ -55,8 +50,9 @@ async def test_a_worker_stopped_while_a_rebalance_reaches_it_exits_cleanly(pipel
                 await worker.wait_ready(timeout_s=120)
             base_ms = 1_700_000_000_000 + round_ * 600_000
             await produce(env["KAFKA_BOOTSTRAP_SERVERS"], env["WEIR_TOPIC_TRANSACTIONS"],
-                          [(n % 4, f"u{n % 5}".encode(), transaction(round_ * 100 + n,
-                                                                     base_ms + n * 100))
+                          [(n % 4, f"u{n % 5}".encode(),
+                            transaction(f"t{round_ * 100 + n}", f"u{n % 5}", base_ms + n * 100,
+                                        12.5))
                            for n in range(40)])
             started = second.log_text().count(REBALANCE_STARTED)
             closed = second.log_text().count(CLIENT_CLOSED)
